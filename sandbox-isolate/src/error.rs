@@ -1,0 +1,179 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::PluginErrorKind;
+
+/// A result whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which step of a swap failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwapStage {
+    /// Saving the old instance's state.
+    Save,
+    /// Creating the new instance.
+    Create,
+    /// The new instance's `init`.
+    Init,
+    /// The host migration or the new instance's `restore_state`.
+    Restore,
+    /// The health-check request.
+    Health,
+}
+
+impl std::fmt::Display for SwapStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Save => "save_state",
+            Self::Create => "create",
+            Self::Init => "init",
+            Self::Restore => "restore_state",
+            Self::Health => "health check",
+        })
+    }
+}
+
+/// What went wrong while loading or running a module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file could not be opened as a dynamic library.
+    #[error("cannot load `{}` as a library: {message}; is it a cdylib built for this machine?", path.display())]
+    Load {
+        /// The artifact.
+        path: PathBuf,
+        /// The loader's message.
+        message: String,
+    },
+    /// The library loaded but does not export a sandbox plugin.
+    #[error("`{}` is not a sandbox plugin: {reason}; export one with `sandbox_plugin::export_plugin!`", path.display())]
+    NotAPlugin {
+        /// The artifact.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The plugin was built against an incompatible plugin API; none of its code ran.
+    #[error("`{}` was built against an incompatible plugin API: {details}; rebuild it against this host's sandbox-plugin", path.display())]
+    Incompatible {
+        /// The artifact.
+        path: PathBuf,
+        /// The layout or version mismatch, as reported by the ABI check.
+        details: String,
+    },
+    /// The same module version was loaded twice.
+    #[error("version {version} of module `{module}` is already loaded")]
+    AlreadyLoaded {
+        /// Module name.
+        module: String,
+        /// Version number.
+        version: u32,
+    },
+    /// No module of that name is active.
+    #[error("no module `{module}` in this sandbox; known modules: {}", list(known))]
+    UnknownModule {
+        /// The requested name.
+        module: String,
+        /// The active modules.
+        known: Vec<String>,
+    },
+    /// The version is not loaded in this runtime.
+    #[error("version {version} of module `{module}` is not loaded")]
+    UnknownVersion {
+        /// Module name.
+        module: String,
+        /// Version number.
+        version: u32,
+    },
+    /// A module called one it did not declare.
+    #[error("module `{caller}` called `{callee}` without declaring it; add \"{callee}\" to its DEPENDENCIES")]
+    UndeclaredDependency {
+        /// The calling module.
+        caller: String,
+        /// The module it tried to call.
+        callee: String,
+    },
+    /// The plugin returned an error.
+    #[error("module `{module}` failed ({kind}): {message}")]
+    Plugin {
+        /// Module name.
+        module: String,
+        /// The class the plugin gave.
+        kind: PluginErrorKind,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The call did not finish in time; in-process it was abandoned, not stopped.
+    #[error("module `{module}` did not answer within {after:?}; the call was abandoned")]
+    Timeout {
+        /// Module name.
+        module: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// A step of a swap failed; nothing was switched.
+    #[error("swap of `{module}` to version {version} failed at {stage}: {source}")]
+    Swap {
+        /// The module whose step failed.
+        module: String,
+        /// The target version.
+        version: u32,
+        /// The step.
+        stage: SwapStage,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A host-registered migration refused the state.
+    #[error("migration of `{module}` state from schema {from} to {to} failed: {message}")]
+    Migration {
+        /// Module name.
+        module: String,
+        /// Old schema.
+        from: u32,
+        /// New schema.
+        to: u32,
+        /// The migration's message.
+        message: String,
+    },
+    /// The version is active and cannot be forgotten.
+    #[error("version {version} of `{module}` is running; switch to another version before dropping it")]
+    VersionInUse {
+        /// Module name.
+        module: String,
+        /// Version number.
+        version: u32,
+    },
+    /// A file-system operation failed.
+    #[error("{action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Error {
+    /// The error behind a [`Error::Swap`], or the error itself.
+    pub fn root(&self) -> &Error {
+        match self {
+            Self::Swap { source, .. } => source.root(),
+            other => other,
+        }
+    }
+}

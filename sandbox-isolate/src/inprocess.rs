@@ -1,0 +1,448 @@
+//! The in-process backend: modules are libraries loaded into the host.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::sabi_types::RRef;
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use sandbox_plugin::ffi::{
+    ErrorKind, FfiError, HostApi, HostApi_TO, HostRef, InstanceBox, LogLevel, ModuleInfo, PluginModuleRef,
+};
+
+use crate::error::{Error, Result, SwapStage};
+use crate::runtime::{
+    IsolationKind, Isolator, LaunchSpec, ModuleMeta, PluginErrorKind, Runtime, RuntimeInfo, SavedState, SwapOutcome,
+    SwapStep,
+};
+
+/// Runs modules inside the host process.
+///
+/// A call costs a function-pointer call plus a mutex; a panic in a plugin
+/// becomes an error; an abort or a segfault takes the host down, and limits
+/// are measured, not enforced. Use [`IsolationKind::Process`] for code you do
+/// not trust.
+#[derive(Debug, Default, Clone)]
+pub struct InProcess {
+    _private: (),
+}
+
+impl InProcess {
+    /// The in-process isolator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Isolator for InProcess {
+    fn kind(&self) -> IsolationKind {
+        IsolationKind::InProcess
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {
+        std::fs::create_dir_all(&spec.work_dir).map_err(|source| Error::Io {
+            action: "creating the runtime folder",
+            path: spec.work_dir.clone(),
+            source,
+        })?;
+        Ok(Box::new(InProcessRuntime {
+            inner: Arc::new(Inner {
+                sandbox: spec.sandbox.clone(),
+                work_dir: spec.work_dir.clone(),
+                libraries: Mutex::new(HashMap::new()),
+                modules: RwLock::new(BTreeMap::new()),
+                copies: AtomicU64::new(0),
+            }),
+        }))
+    }
+}
+
+/// One loaded version of a module. Never unloaded: see ARCHITECTURE.md.
+struct Loaded {
+    meta: ModuleMeta,
+    dependencies: Arc<[String]>,
+    root: PluginModuleRef,
+    version: u32,
+}
+
+struct Active {
+    lib: Arc<Loaded>,
+    instance: InstanceBox,
+}
+
+struct Slot {
+    name: String,
+    /// The active version, readable without waiting for a call in flight.
+    version: AtomicU32,
+    active: Mutex<Active>,
+}
+
+struct Inner {
+    sandbox: String,
+    work_dir: PathBuf,
+    libraries: Mutex<HashMap<(String, u32), Arc<Loaded>>>,
+    modules: RwLock<BTreeMap<String, Arc<Slot>>>,
+    copies: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Only per-version copies live here, and each is unlinked right after
+        // it is opened; remove the folder itself.
+        let _ = std::fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+/// A sandbox runtime inside the host process.
+struct InProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for InProcessRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessRuntime")
+            .field("sandbox", &self.inner.sandbox)
+            .field("modules", &self.inner.modules.read().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn meta_from(info: ModuleInfo) -> ModuleMeta {
+    ModuleMeta {
+        name: info.name.into_string(),
+        version: info.version.into_string(),
+        schema: info.schema,
+        dependencies: info.dependencies.into_iter().map(RString::into_string).collect(),
+        pure: info.pure,
+    }
+}
+
+fn library_error(path: &Path, e: LibraryError) -> Error {
+    match e {
+        LibraryError::OpenError { err, .. } => Error::Load { path: path.to_owned(), message: err.to_string() },
+        LibraryError::GetSymbolError { .. } => Error::NotAPlugin {
+            path: path.to_owned(),
+            reason: "it does not export the plugin root module".to_owned(),
+        },
+        LibraryError::RootModule { err, .. } => Error::NotAPlugin {
+            path: path.to_owned(),
+            reason: format!("its root module failed to initialize: {err}"),
+        },
+        other => Error::Incompatible { path: path.to_owned(), details: other.to_string() },
+    }
+}
+
+fn plugin_error(module: &str, e: FfiError) -> Error {
+    let kind = match e.kind {
+        ErrorKind::BadRequest => PluginErrorKind::BadRequest,
+        ErrorKind::Failed => PluginErrorKind::Failed,
+        ErrorKind::State => PluginErrorKind::State,
+        ErrorKind::Dependency => PluginErrorKind::Dependency,
+        ErrorKind::Panic => PluginErrorKind::Panic,
+    };
+    Error::Plugin { module: module.to_owned(), kind, message: e.message.into_string() }
+}
+
+fn panicked(module: &str) -> Error {
+    Error::Plugin {
+        module: module.to_owned(),
+        kind: PluginErrorKind::Panic,
+        message: "the call panicked in the host's glue".to_owned(),
+    }
+}
+
+/// Runs a call into plugin code: under `catch_unwind`, with the plugin's error mapped.
+fn guarded<T>(module: &str, f: impl FnOnce() -> RResult<T, FfiError>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(RResult::ROk(v)) => Ok(v),
+        Ok(RResult::RErr(e)) => Err(plugin_error(module, e)),
+        Err(_) => Err(panicked(module)),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `init` / `restore_state` / health check during a swap: other modules
+    /// may be locked by the swap, so calls out are refused.
+    Setup,
+    /// A normal request.
+    Handle,
+}
+
+/// The host context handed to plugin code for one call.
+struct Ctx<'a> {
+    inner: &'a Inner,
+    caller: &'a str,
+    dependencies: &'a [String],
+    phase: Phase,
+}
+
+impl HostApi for Ctx<'_> {
+    fn call(&self, module: RStr<'_>, request: RSlice<'_, u8>) -> RResult<RVec<u8>, FfiError> {
+        let module = module.as_str();
+        let refuse = |message: String| RResult::RErr(FfiError { kind: ErrorKind::Dependency, message: message.into() });
+        if self.phase == Phase::Setup {
+            return refuse(format!(
+                "module `{}` called `{module}` from init or restore_state; calls to other modules are only allowed in handle",
+                self.caller
+            ));
+        }
+        if !self.dependencies.iter().any(|d| d == module) || module == self.caller {
+            return refuse(
+                Error::UndeclaredDependency { caller: self.caller.to_owned(), callee: module.to_owned() }.to_string(),
+            );
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| self.inner.call(module, request.as_slice())));
+        match result {
+            Ok(Ok(bytes)) => RResult::ROk(bytes.into()),
+            Ok(Err(e)) => refuse(e.to_string()),
+            Err(_) => refuse(format!("call to `{module}` panicked in the host")),
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        let (sandbox, module, message) = (self.inner.sandbox.as_str(), self.caller, message.as_str());
+        match level {
+            LogLevel::Error => tracing::error!(target: "sandbox::plugin", sandbox, module, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "sandbox::plugin", sandbox, module, "{message}"),
+            LogLevel::Info => tracing::info!(target: "sandbox::plugin", sandbox, module, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "sandbox::plugin", sandbox, module, "{message}"),
+            LogLevel::Trace => tracing::trace!(target: "sandbox::plugin", sandbox, module, "{message}"),
+        }
+    }
+}
+
+impl Inner {
+    fn host_ref<'a>(ctx: &'a Ctx<'a>) -> HostRef<'a> {
+        HostApi_TO::from_ptr(RRef::new(ctx), TD_Opaque)
+    }
+
+    fn slot(&self, module: &str) -> Result<Arc<Slot>> {
+        let modules = self.modules.read();
+        modules.get(module).cloned().ok_or_else(|| Error::UnknownModule {
+            module: module.to_owned(),
+            known: modules.keys().cloned().collect(),
+        })
+    }
+
+    fn call(&self, module: &str, request: &[u8]) -> Result<Vec<u8>> {
+        let slot = self.slot(module)?;
+        self.call_slot(&slot, request)
+    }
+
+    fn call_slot(&self, slot: &Slot, request: &[u8]) -> Result<Vec<u8>> {
+        let mut active = slot.active.lock();
+        let dependencies = Arc::clone(&active.lib.dependencies);
+        let ctx = Ctx { inner: self, caller: &slot.name, dependencies: &dependencies, phase: Phase::Handle };
+        let out = guarded(&slot.name, || active.instance.handle(Self::host_ref(&ctx), RSlice::from_slice(request)))?;
+        Ok(out.into_vec())
+    }
+
+    fn loaded(&self, module: &str, version: u32) -> Result<Arc<Loaded>> {
+        self.libraries
+            .lock()
+            .get(&(module.to_owned(), version))
+            .cloned()
+            .ok_or_else(|| Error::UnknownVersion { module: module.to_owned(), version })
+    }
+
+    /// Builds, initializes and restores a new instance for one step.
+    fn stage(&self, step: &SwapStep, lib: &Arc<Loaded>, carried: Option<&SavedState>) -> Result<Active> {
+        let name = &lib.meta.name;
+        let fail = |stage, e: Error| Error::Swap {
+            module: name.clone(),
+            version: step.version,
+            stage,
+            source: Box::new(e),
+        };
+        let mut instance = guarded(name, || (lib.root.new_instance())()).map_err(|e| fail(SwapStage::Create, e))?;
+        let ctx = Ctx { inner: self, caller: name, dependencies: &lib.dependencies, phase: Phase::Setup };
+        guarded(name, || instance.init(Self::host_ref(&ctx))).map_err(|e| fail(SwapStage::Init, e))?;
+        if let Some(state) = carried {
+            let (bytes, schema) = match &step.migration {
+                Some(migrate) if state.schema != lib.meta.schema => {
+                    let migrated = migrate(&state.bytes, state.schema, lib.meta.schema).map_err(|message| {
+                        fail(
+                            SwapStage::Restore,
+                            Error::Migration { module: name.clone(), from: state.schema, to: lib.meta.schema, message },
+                        )
+                    })?;
+                    (migrated, lib.meta.schema)
+                }
+                _ => (state.bytes.clone(), state.schema),
+            };
+            guarded(name, || instance.restore_state(Self::host_ref(&ctx), RSlice::from_slice(&bytes), schema))
+                .map_err(|e| fail(SwapStage::Restore, e))?;
+        }
+        if let Some(request) = &step.health_check {
+            guarded(name, || instance.handle(Self::host_ref(&ctx), RSlice::from_slice(request)))
+                .map_err(|e| fail(SwapStage::Health, e))?;
+        }
+        Ok(Active { lib: Arc::clone(lib), instance })
+    }
+}
+
+fn save(active: &mut Active) -> Result<SavedState> {
+    let name = &active.lib.meta.name;
+    let bytes = guarded(name, || active.instance.save_state())?;
+    Ok(SavedState { schema: active.lib.meta.schema, bytes: bytes.into_vec() })
+}
+
+impl Runtime for InProcessRuntime {
+    fn load(&self, artifact: &Path, version: u32) -> Result<ModuleMeta> {
+        let inner = &self.inner;
+        let _span = tracing::debug_span!("load", sandbox = %inner.sandbox, version, artifact = %artifact.display())
+            .entered();
+        // A fresh file per load: the dynamic loader returns the image it
+        // already has for a path (or inode) it has seen.
+        let seq = inner.copies.fetch_add(1, Ordering::Relaxed);
+        let copy = inner.work_dir.join(format!("v{version}-{seq}.so"));
+        std::fs::copy(artifact, &copy).map_err(|source| Error::Io {
+            action: "copying the artifact",
+            path: artifact.to_owned(),
+            source,
+        })?;
+        let header = lib_header_from_path(&copy);
+        // The mapping outlives the file; never leave copies behind.
+        let _ = std::fs::remove_file(&copy);
+        let header = header.map_err(|e| library_error(artifact, e))?;
+        let root = header.init_root_module::<PluginModuleRef>().map_err(|e| library_error(artifact, e))?;
+        let info = catch_unwind(AssertUnwindSafe(|| (root.info())())).map_err(|_| Error::NotAPlugin {
+            path: artifact.to_owned(),
+            reason: "reading its module info panicked".to_owned(),
+        })?;
+        let meta = meta_from(info);
+        let mut libraries = inner.libraries.lock();
+        let key = (meta.name.clone(), version);
+        if libraries.contains_key(&key) {
+            return Err(Error::AlreadyLoaded { module: meta.name, version });
+        }
+        let dependencies: Arc<[String]> = meta.dependencies.clone().into();
+        libraries.insert(key, Arc::new(Loaded { meta: meta.clone(), dependencies, root, version }));
+        tracing::debug!(module = %meta.name, "loaded");
+        Ok(meta)
+    }
+
+    fn swap(&self, steps: &[SwapStep]) -> Result<Vec<SwapOutcome>> {
+        let inner = &self.inner;
+        let _span = tracing::debug_span!("swap", sandbox = %inner.sandbox, modules = steps.len()).entered();
+        let libs = steps.iter().map(|s| inner.loaded(&s.module, s.version)).collect::<Result<Vec<_>>>()?;
+        // Lock every existing module of the batch, dependents first: the same
+        // order in which a call chain takes them, so swaps and calls never
+        // deadlock. Calls arriving now wait for the commit.
+        let slots: Vec<Option<Arc<Slot>>> = steps.iter().map(|s| inner.modules.read().get(&s.module).cloned()).collect();
+        let mut guards: Vec<Option<MutexGuard<'_, Active>>> = (0..steps.len()).map(|_| None).collect();
+        for i in (0..steps.len()).rev() {
+            if let Some(slot) = &slots[i] {
+                guards[i] = Some(slot.active.lock());
+            }
+        }
+        let mut staged = Vec::with_capacity(steps.len());
+        for (i, (step, lib)) in steps.iter().zip(&libs).enumerate() {
+            let from = guards[i].as_ref().map(|g| g.lib.version);
+            let carried = match guards[i].as_mut() {
+                Some(old) if step.carry_state => Some(save(old).map_err(|e| Error::Swap {
+                    module: step.module.clone(),
+                    version: step.version,
+                    stage: SwapStage::Save,
+                    source: Box::new(e),
+                })?),
+                _ => step.initial_state.clone(),
+            };
+            let active = inner.stage(step, lib, carried.as_ref())?;
+            staged.push((active, SwapOutcome { module: step.module.clone(), from, to: step.version, carried }));
+        }
+        // Commit: every step succeeded; switch them all.
+        let mut outcomes = Vec::with_capacity(staged.len());
+        let mut retired = Vec::new();
+        for (i, (active, outcome)) in staged.into_iter().enumerate() {
+            match guards[i].as_mut() {
+                Some(guard) => {
+                    retired.push(std::mem::replace(&mut **guard, active));
+                    if let Some(slot) = &slots[i] {
+                        slot.version.store(outcome.to, Ordering::Release);
+                    }
+                }
+                None => {
+                    let slot = Arc::new(Slot {
+                        name: outcome.module.clone(),
+                        version: AtomicU32::new(outcome.to),
+                        active: Mutex::new(active),
+                    });
+                    inner.modules.write().insert(outcome.module.clone(), slot);
+                }
+            }
+            outcomes.push(outcome);
+        }
+        drop(guards);
+        drop(retired);
+        Ok(outcomes)
+    }
+
+    fn call(&self, module: &str, request: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>> {
+        let inner = &self.inner;
+        let slot = inner.slot(module)?;
+        let Some(limit) = timeout else {
+            return inner.call_slot(&slot, request);
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (inner, request) = (Arc::clone(inner), request.to_vec());
+        std::thread::Builder::new()
+            .name(format!("sandbox-call-{module}"))
+            .spawn(move || {
+                let _ = tx.send(inner.call_slot(&slot, &request));
+            })
+            .map_err(|source| Error::Io { action: "starting a call thread for", path: module.into(), source })?;
+        match rx.recv_timeout(limit) {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout { module: module.to_owned(), after: limit }),
+        }
+    }
+
+    fn checkpoint(&self) -> Result<Vec<(String, SavedState)>> {
+        let slots: Vec<Arc<Slot>> = self.inner.modules.read().values().cloned().collect();
+        slots.iter().map(|slot| Ok((slot.name.clone(), save(&mut slot.active.lock())?))).collect()
+    }
+
+    fn remove(&self, module: &str) -> Result<()> {
+        let mut modules = self.inner.modules.write();
+        match modules.remove(module) {
+            Some(_) => Ok(()),
+            None => Err(Error::UnknownModule { module: module.to_owned(), known: modules.keys().cloned().collect() }),
+        }
+    }
+
+    fn forget(&self, module: &str, version: u32) -> Result<()> {
+        if let Ok(slot) = self.inner.slot(module) {
+            if slot.version.load(Ordering::Acquire) == version {
+                return Err(Error::VersionInUse { module: module.to_owned(), version });
+            }
+        }
+        match self.inner.libraries.lock().remove(&(module.to_owned(), version)) {
+            Some(_) => Ok(()),
+            None => Err(Error::UnknownVersion { module: module.to_owned(), version }),
+        }
+    }
+
+    fn info(&self) -> RuntimeInfo {
+        let modules = self
+            .inner
+            .modules
+            .read()
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.version.load(Ordering::Acquire)))
+            .collect();
+        RuntimeInfo {
+            isolation: IsolationKind::InProcess,
+            pid: std::process::id(),
+            modules,
+            loaded_versions: self.inner.libraries.lock().len(),
+        }
+    }
+}

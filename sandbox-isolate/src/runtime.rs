@@ -1,0 +1,275 @@
+//! The `Isolator` and `Runtime` traits and the types they speak.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// Where a sandbox's modules run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationKind {
+    /// In the host process: fastest, for trusted code.
+    #[default]
+    InProcess,
+    /// In a jailed worker process: for untrusted code.
+    Process,
+}
+
+impl fmt::Display for IsolationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InProcess => "in-process",
+            Self::Process => "process",
+        })
+    }
+}
+
+impl std::str::FromStr for IsolationKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "in-process" | "inprocess" => Ok(Self::InProcess),
+            "process" => Ok(Self::Process),
+            other => Err(format!("unknown isolation `{other}`; use `in-process` or `process`")),
+        }
+    }
+}
+
+/// A module's metadata as the host sees it (converted from the plugin's
+/// ABI-stable `ModuleInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleMeta {
+    /// Module name, unique in its sandbox.
+    pub name: String,
+    /// The plugin crate's own version.
+    pub version: String,
+    /// State schema number.
+    pub schema: u32,
+    /// Modules this one may call.
+    pub dependencies: Vec<String>,
+    /// Deterministic: equal requests get equal responses.
+    pub pure: bool,
+}
+
+/// State saved by a module, owned by the host, tagged with its schema.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SavedState {
+    /// The schema the bytes were written under.
+    pub schema: u32,
+    /// The bytes `save_state` returned.
+    pub bytes: Vec<u8>,
+}
+
+/// The class of an error a plugin returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginErrorKind {
+    /// The request was malformed.
+    BadRequest,
+    /// The plugin failed.
+    Failed,
+    /// State could not be saved or restored.
+    State,
+    /// A call to another module failed.
+    Dependency,
+    /// The plugin panicked (caught).
+    Panic,
+}
+
+impl fmt::Display for PluginErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::BadRequest => "bad request",
+            Self::Failed => "failed",
+            Self::State => "state",
+            Self::Dependency => "dependency",
+            Self::Panic => "panic",
+        })
+    }
+}
+
+/// A host-registered state migration: `(bytes, from_schema, to_schema) -> bytes`.
+/// Used instead of the plugin's own `restore_state` migration when present.
+pub type Migration = Arc<dyn Fn(&[u8], u32, u32) -> std::result::Result<Vec<u8>, String> + Send + Sync>;
+
+/// One module of a swap batch.
+#[derive(Clone)]
+pub struct SwapStep {
+    /// The module to (re)instantiate.
+    pub module: String,
+    /// The loaded version to switch to (see [`Runtime::load`]).
+    pub version: u32,
+    /// Carry the live state of the current instance (the normal case).
+    /// `false` starts the new instance from `initial_state` or empty.
+    pub carry_state: bool,
+    /// State to restore when there is no current instance (e.g. restart from
+    /// a checkpoint).
+    pub initial_state: Option<SavedState>,
+    /// A host migration to apply when the schema changes.
+    pub migration: Option<Migration>,
+    /// A request sent to the new instance before commit; an error fails the swap.
+    pub health_check: Option<Vec<u8>>,
+}
+
+impl SwapStep {
+    /// Switches `module` to `version`, carrying its live state.
+    pub fn new(module: impl Into<String>, version: u32) -> Self {
+        Self {
+            module: module.into(),
+            version,
+            carry_state: true,
+            initial_state: None,
+            migration: None,
+            health_check: None,
+        }
+    }
+}
+
+impl fmt::Debug for SwapStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SwapStep")
+            .field("module", &self.module)
+            .field("version", &self.version)
+            .field("carry_state", &self.carry_state)
+            .field("initial_state", &self.initial_state.as_ref().map(|s| (s.schema, s.bytes.len())))
+            .field("migration", &self.migration.is_some())
+            .field("health_check", &self.health_check.is_some())
+            .finish()
+    }
+}
+
+/// What a committed swap did for one module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapOutcome {
+    /// The module.
+    pub module: String,
+    /// The version it ran before (`None` for a new module).
+    pub from: Option<u32>,
+    /// The version it runs now.
+    pub to: u32,
+    /// The state carried across (as saved by the old instance).
+    pub carried: Option<SavedState>,
+}
+
+/// What a runtime reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    /// The backend.
+    pub isolation: IsolationKind,
+    /// The process the modules run in.
+    pub pid: u32,
+    /// Active modules and their versions, sorted by name.
+    pub modules: Vec<(String, u32)>,
+    /// Library versions currently held loaded.
+    pub loaded_versions: usize,
+}
+
+/// What an isolator needs to launch a runtime for a sandbox.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// The sandbox id (for logs and spans).
+    pub sandbox: String,
+    /// A folder the runtime may use for its copies of artifacts; it is
+    /// created if missing and its contents removed when the runtime drops.
+    pub work_dir: PathBuf,
+}
+
+/// Starts runtimes for sandboxes.
+///
+/// Required: [`Isolator::kind`] and [`Isolator::launch`]. The `Manager`
+/// calls `launch` once when a sandbox is created (and again on restart of a
+/// process backend); everything else goes through the returned [`Runtime`].
+///
+/// ```
+/// use sandbox_isolate::{InProcess, IsolationKind, Isolator, LaunchSpec, Result, Runtime};
+///
+/// /// An isolator that logs each launch and delegates to the in-process backend.
+/// #[derive(Debug, Default)]
+/// struct Logged(InProcess);
+///
+/// impl Isolator for Logged {
+///     fn kind(&self) -> IsolationKind {
+///         self.0.kind()
+///     }
+///
+///     fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {
+///         eprintln!("launching {}", spec.sandbox);
+///         self.0.launch(spec)
+///     }
+/// }
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let runtime = Logged::default()
+///     .launch(&LaunchSpec { sandbox: "demo".into(), work_dir: dir.path().join("rt") })
+///     .unwrap();
+/// assert_eq!(runtime.info().pid, std::process::id());
+/// ```
+pub trait Isolator: Send + Sync + fmt::Debug {
+    /// The backend's kind.
+    fn kind(&self) -> IsolationKind;
+
+    /// Launches an empty runtime for one sandbox.
+    fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>>;
+}
+
+impl<T: Isolator + ?Sized> Isolator for Box<T> {
+    fn kind(&self) -> IsolationKind {
+        (**self).kind()
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {
+        (**self).launch(spec)
+    }
+}
+
+impl<T: Isolator + ?Sized> Isolator for Arc<T> {
+    fn kind(&self) -> IsolationKind {
+        (**self).kind()
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {
+        (**self).launch(spec)
+    }
+}
+
+/// Where one sandbox's modules live: loaded library versions and one active
+/// instance per module.
+///
+/// Lifecycle, as the `Manager` drives it: [`Runtime::load`] each new
+/// artifact (ABI check, metadata), then [`Runtime::swap`] a batch of modules
+/// onto loaded versions (creation, hot swap, rollback and restart are all
+/// swaps), [`Runtime::call`] any number of times from any thread, and
+/// [`Runtime::forget`] versions that fall out of the retained history.
+pub trait Runtime: Send + Sync + fmt::Debug {
+    /// Loads the artifact at `artifact` as `version` of whatever module it
+    /// contains, checking its ABI, and returns its metadata. Loading the same
+    /// module and version twice is an error.
+    fn load(&self, artifact: &std::path::Path, version: u32) -> Result<ModuleMeta>;
+
+    /// Switches every module in `steps` (given in reload order: dependencies
+    /// first) to its target version, all or nothing. On error nothing
+    /// changed: the old instances keep serving with their live state.
+    fn swap(&self, steps: &[SwapStep]) -> Result<Vec<SwapOutcome>>;
+
+    /// Calls `module` with `request`; `timeout` bounds the wait for the answer.
+    fn call(&self, module: &str, request: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>>;
+
+    /// Saves the state of every active module (a checkpoint).
+    fn checkpoint(&self) -> Result<Vec<(String, SavedState)>>;
+
+    /// Drops a module's instance; later calls to it fail.
+    fn remove(&self, module: &str) -> Result<()>;
+
+    /// Stops holding `version` of `module` (it must not be active). The code
+    /// may stay mapped in this process: libraries are never unloaded.
+    fn forget(&self, module: &str, version: u32) -> Result<()>;
+
+    /// The runtime's pid, backend and active modules.
+    fn info(&self) -> RuntimeInfo;
+}
