@@ -140,7 +140,9 @@ pub enum Error {
         message: String,
     },
     /// The version is active and cannot be forgotten.
-    #[error("version {version} of `{module}` is running; switch to another version before dropping it")]
+    #[error(
+        "version {version} of `{module}` is running; switch to another version before dropping it"
+    )]
     VersionInUse {
         /// Module name.
         module: String,

@@ -13,13 +13,14 @@ use abi_stable::sabi_types::RRef;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use sandbox_plugin::ffi::{
-    ErrorKind, FfiError, HostApi, HostApi_TO, HostRef, InstanceBox, LogLevel, ModuleInfo, PluginModuleRef,
+    ErrorKind, FfiError, HostApi, HostApi_TO, HostRef, InstanceBox, LogLevel, ModuleInfo,
+    PluginModuleRef,
 };
 
 use crate::error::{Error, Result, SwapStage};
 use crate::runtime::{
-    IsolationKind, Isolator, LaunchSpec, ModuleMeta, PluginErrorKind, Runtime, RuntimeInfo, SavedState, SwapOutcome,
-    SwapStep,
+    IsolationKind, Isolator, LaunchSpec, ModuleMeta, PluginErrorKind, Runtime, RuntimeInfo,
+    SavedState, SwapOutcome, SwapStep,
 };
 
 /// Runs modules inside the host process.
@@ -108,7 +109,10 @@ impl std::fmt::Debug for InProcessRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InProcessRuntime")
             .field("sandbox", &self.inner.sandbox)
-            .field("modules", &self.inner.modules.read().keys().collect::<Vec<_>>())
+            .field(
+                "modules",
+                &self.inner.modules.read().keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -118,14 +122,21 @@ fn meta_from(info: ModuleInfo) -> ModuleMeta {
         name: info.name.into_string(),
         version: info.version.into_string(),
         schema: info.schema,
-        dependencies: info.dependencies.into_iter().map(RString::into_string).collect(),
+        dependencies: info
+            .dependencies
+            .into_iter()
+            .map(RString::into_string)
+            .collect(),
         pure: info.pure,
     }
 }
 
 fn library_error(path: &Path, e: LibraryError) -> Error {
     match e {
-        LibraryError::OpenError { err, .. } => Error::Load { path: path.to_owned(), message: err.to_string() },
+        LibraryError::OpenError { err, .. } => Error::Load {
+            path: path.to_owned(),
+            message: err.to_string(),
+        },
         LibraryError::GetSymbolError { .. } => Error::NotAPlugin {
             path: path.to_owned(),
             reason: "it does not export the plugin root module".to_owned(),
@@ -134,7 +145,10 @@ fn library_error(path: &Path, e: LibraryError) -> Error {
             path: path.to_owned(),
             reason: format!("its root module failed to initialize: {err}"),
         },
-        other => Error::Incompatible { path: path.to_owned(), details: other.to_string() },
+        other => Error::Incompatible {
+            path: path.to_owned(),
+            details: other.to_string(),
+        },
     }
 }
 
@@ -146,7 +160,11 @@ fn plugin_error(module: &str, e: FfiError) -> Error {
         ErrorKind::Dependency => PluginErrorKind::Dependency,
         ErrorKind::Panic => PluginErrorKind::Panic,
     };
-    Error::Plugin { module: module.to_owned(), kind, message: e.message.into_string() }
+    Error::Plugin {
+        module: module.to_owned(),
+        kind,
+        message: e.message.into_string(),
+    }
 }
 
 fn panicked(module: &str) -> Error {
@@ -186,7 +204,12 @@ struct Ctx<'a> {
 impl HostApi for Ctx<'_> {
     fn call(&self, module: RStr<'_>, request: RSlice<'_, u8>) -> RResult<RVec<u8>, FfiError> {
         let module = module.as_str();
-        let refuse = |message: String| RResult::RErr(FfiError { kind: ErrorKind::Dependency, message: message.into() });
+        let refuse = |message: String| {
+            RResult::RErr(FfiError {
+                kind: ErrorKind::Dependency,
+                message: message.into(),
+            })
+        };
         if self.phase == Phase::Setup {
             return refuse(format!(
                 "module `{}` called `{module}` from init or restore_state; calls to other modules are only allowed in handle",
@@ -195,10 +218,16 @@ impl HostApi for Ctx<'_> {
         }
         if !self.dependencies.iter().any(|d| d == module) || module == self.caller {
             return refuse(
-                Error::UndeclaredDependency { caller: self.caller.to_owned(), callee: module.to_owned() }.to_string(),
+                Error::UndeclaredDependency {
+                    caller: self.caller.to_owned(),
+                    callee: module.to_owned(),
+                }
+                .to_string(),
             );
         }
-        let result = catch_unwind(AssertUnwindSafe(|| self.inner.call(module, request.as_slice())));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.inner.call(module, request.as_slice())
+        }));
         match result {
             Ok(Ok(bytes)) => RResult::ROk(bytes.into()),
             Ok(Err(e)) => refuse(e.to_string()),
@@ -207,13 +236,24 @@ impl HostApi for Ctx<'_> {
     }
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
-        let (sandbox, module, message) = (self.inner.sandbox.as_str(), self.caller, message.as_str());
+        let (sandbox, module, message) =
+            (self.inner.sandbox.as_str(), self.caller, message.as_str());
         match level {
-            LogLevel::Error => tracing::error!(target: "sandbox::plugin", sandbox, module, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "sandbox::plugin", sandbox, module, "{message}"),
-            LogLevel::Info => tracing::info!(target: "sandbox::plugin", sandbox, module, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "sandbox::plugin", sandbox, module, "{message}"),
-            LogLevel::Trace => tracing::trace!(target: "sandbox::plugin", sandbox, module, "{message}"),
+            LogLevel::Error => {
+                tracing::error!(target: "sandbox::plugin", sandbox, module, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "sandbox::plugin", sandbox, module, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "sandbox::plugin", sandbox, module, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "sandbox::plugin", sandbox, module, "{message}")
+            }
+            LogLevel::Trace => {
+                tracing::trace!(target: "sandbox::plugin", sandbox, module, "{message}")
+            }
         }
     }
 }
@@ -225,10 +265,13 @@ impl Inner {
 
     fn slot(&self, module: &str) -> Result<Arc<Slot>> {
         let modules = self.modules.read();
-        modules.get(module).cloned().ok_or_else(|| Error::UnknownModule {
-            module: module.to_owned(),
-            known: modules.keys().cloned().collect(),
-        })
+        modules
+            .get(module)
+            .cloned()
+            .ok_or_else(|| Error::UnknownModule {
+                module: module.to_owned(),
+                known: modules.keys().cloned().collect(),
+            })
     }
 
     fn call(&self, module: &str, request: &[u8]) -> Result<Vec<u8>> {
@@ -239,8 +282,17 @@ impl Inner {
     fn call_slot(&self, slot: &Slot, request: &[u8]) -> Result<Vec<u8>> {
         let mut active = slot.active.lock();
         let dependencies = Arc::clone(&active.lib.dependencies);
-        let ctx = Ctx { inner: self, caller: &slot.name, dependencies: &dependencies, phase: Phase::Handle };
-        let out = guarded(&slot.name, || active.instance.handle(Self::host_ref(&ctx), RSlice::from_slice(request)))?;
+        let ctx = Ctx {
+            inner: self,
+            caller: &slot.name,
+            dependencies: &dependencies,
+            phase: Phase::Handle,
+        };
+        let out = guarded(&slot.name, || {
+            active
+                .instance
+                .handle(Self::host_ref(&ctx), RSlice::from_slice(request))
+        })?;
         Ok(out.into_vec())
     }
 
@@ -249,11 +301,19 @@ impl Inner {
             .lock()
             .get(&(module.to_owned(), version))
             .cloned()
-            .ok_or_else(|| Error::UnknownVersion { module: module.to_owned(), version })
+            .ok_or_else(|| Error::UnknownVersion {
+                module: module.to_owned(),
+                version,
+            })
     }
 
     /// Builds, initializes and restores a new instance for one step.
-    fn stage(&self, step: &SwapStep, lib: &Arc<Loaded>, carried: Option<&SavedState>) -> Result<Active> {
+    fn stage(
+        &self,
+        step: &SwapStep,
+        lib: &Arc<Loaded>,
+        carried: Option<&SavedState>,
+    ) -> Result<Active> {
         let name = &lib.meta.name;
         let fail = |stage, e: Error| Error::Swap {
             module: name.clone(),
@@ -261,37 +321,61 @@ impl Inner {
             stage,
             source: Box::new(e),
         };
-        let mut instance = guarded(name, || (lib.root.new_instance())()).map_err(|e| fail(SwapStage::Create, e))?;
-        let ctx = Ctx { inner: self, caller: name, dependencies: &lib.dependencies, phase: Phase::Setup };
-        guarded(name, || instance.init(Self::host_ref(&ctx))).map_err(|e| fail(SwapStage::Init, e))?;
+        let mut instance = guarded(name, || (lib.root.new_instance())())
+            .map_err(|e| fail(SwapStage::Create, e))?;
+        let ctx = Ctx {
+            inner: self,
+            caller: name,
+            dependencies: &lib.dependencies,
+            phase: Phase::Setup,
+        };
+        guarded(name, || instance.init(Self::host_ref(&ctx)))
+            .map_err(|e| fail(SwapStage::Init, e))?;
         if let Some(state) = carried {
             let (bytes, schema) = match &step.migration {
                 Some(migrate) if state.schema != lib.meta.schema => {
-                    let migrated = migrate(&state.bytes, state.schema, lib.meta.schema).map_err(|message| {
-                        fail(
-                            SwapStage::Restore,
-                            Error::Migration { module: name.clone(), from: state.schema, to: lib.meta.schema, message },
-                        )
-                    })?;
+                    let migrated = migrate(&state.bytes, state.schema, lib.meta.schema).map_err(
+                        |message| {
+                            fail(
+                                SwapStage::Restore,
+                                Error::Migration {
+                                    module: name.clone(),
+                                    from: state.schema,
+                                    to: lib.meta.schema,
+                                    message,
+                                },
+                            )
+                        },
+                    )?;
                     (migrated, lib.meta.schema)
                 }
                 _ => (state.bytes.clone(), state.schema),
             };
-            guarded(name, || instance.restore_state(Self::host_ref(&ctx), RSlice::from_slice(&bytes), schema))
-                .map_err(|e| fail(SwapStage::Restore, e))?;
+            guarded(name, || {
+                instance.restore_state(Self::host_ref(&ctx), RSlice::from_slice(&bytes), schema)
+            })
+            .map_err(|e| fail(SwapStage::Restore, e))?;
         }
         if let Some(request) = &step.health_check {
-            guarded(name, || instance.handle(Self::host_ref(&ctx), RSlice::from_slice(request)))
-                .map_err(|e| fail(SwapStage::Health, e))?;
+            guarded(name, || {
+                instance.handle(Self::host_ref(&ctx), RSlice::from_slice(request))
+            })
+            .map_err(|e| fail(SwapStage::Health, e))?;
         }
-        Ok(Active { lib: Arc::clone(lib), instance })
+        Ok(Active {
+            lib: Arc::clone(lib),
+            instance,
+        })
     }
 }
 
 fn save(active: &mut Active) -> Result<SavedState> {
     let name = &active.lib.meta.name;
     let bytes = guarded(name, || active.instance.save_state())?;
-    Ok(SavedState { schema: active.lib.meta.schema, bytes: bytes.into_vec() })
+    Ok(SavedState {
+        schema: active.lib.meta.schema,
+        bytes: bytes.into_vec(),
+    })
 }
 
 impl Runtime for InProcessRuntime {
@@ -312,32 +396,54 @@ impl Runtime for InProcessRuntime {
         // The mapping outlives the file; never leave copies behind.
         let _ = std::fs::remove_file(&copy);
         let header = header.map_err(|e| library_error(artifact, e))?;
-        let root = header.init_root_module::<PluginModuleRef>().map_err(|e| library_error(artifact, e))?;
-        let info = catch_unwind(AssertUnwindSafe(|| (root.info())())).map_err(|_| Error::NotAPlugin {
-            path: artifact.to_owned(),
-            reason: "reading its module info panicked".to_owned(),
-        })?;
+        let root = header
+            .init_root_module::<PluginModuleRef>()
+            .map_err(|e| library_error(artifact, e))?;
+        let info =
+            catch_unwind(AssertUnwindSafe(|| (root.info())())).map_err(|_| Error::NotAPlugin {
+                path: artifact.to_owned(),
+                reason: "reading its module info panicked".to_owned(),
+            })?;
         let meta = meta_from(info);
         let mut libraries = inner.libraries.lock();
         let key = (meta.name.clone(), version);
         if libraries.contains_key(&key) {
-            return Err(Error::AlreadyLoaded { module: meta.name, version });
+            return Err(Error::AlreadyLoaded {
+                module: meta.name,
+                version,
+            });
         }
         let dependencies: Arc<[String]> = meta.dependencies.clone().into();
-        libraries.insert(key, Arc::new(Loaded { meta: meta.clone(), dependencies, root, version }));
+        libraries.insert(
+            key,
+            Arc::new(Loaded {
+                meta: meta.clone(),
+                dependencies,
+                root,
+                version,
+            }),
+        );
         tracing::debug!(module = %meta.name, "loaded");
         Ok(meta)
     }
 
     fn swap(&self, steps: &[SwapStep]) -> Result<Vec<SwapOutcome>> {
         let inner = &self.inner;
-        let _span = tracing::debug_span!("swap", sandbox = %inner.sandbox, modules = steps.len()).entered();
-        let libs = steps.iter().map(|s| inner.loaded(&s.module, s.version)).collect::<Result<Vec<_>>>()?;
+        let _span =
+            tracing::debug_span!("swap", sandbox = %inner.sandbox, modules = steps.len()).entered();
+        let libs = steps
+            .iter()
+            .map(|s| inner.loaded(&s.module, s.version))
+            .collect::<Result<Vec<_>>>()?;
         // Lock every existing module of the batch, dependents first: the same
         // order in which a call chain takes them, so swaps and calls never
         // deadlock. Calls arriving now wait for the commit.
-        let slots: Vec<Option<Arc<Slot>>> = steps.iter().map(|s| inner.modules.read().get(&s.module).cloned()).collect();
-        let mut guards: Vec<Option<MutexGuard<'_, Active>>> = (0..steps.len()).map(|_| None).collect();
+        let slots: Vec<Option<Arc<Slot>>> = steps
+            .iter()
+            .map(|s| inner.modules.read().get(&s.module).cloned())
+            .collect();
+        let mut guards: Vec<Option<MutexGuard<'_, Active>>> =
+            (0..steps.len()).map(|_| None).collect();
         for i in (0..steps.len()).rev() {
             if let Some(slot) = &slots[i] {
                 guards[i] = Some(slot.active.lock());
@@ -356,7 +462,15 @@ impl Runtime for InProcessRuntime {
                 _ => step.initial_state.clone(),
             };
             let active = inner.stage(step, lib, carried.as_ref())?;
-            staged.push((active, SwapOutcome { module: step.module.clone(), from, to: step.version, carried }));
+            staged.push((
+                active,
+                SwapOutcome {
+                    module: step.module.clone(),
+                    from,
+                    to: step.version,
+                    carried,
+                },
+            ));
         }
         // Commit: every step succeeded; switch them all.
         let mut outcomes = Vec::with_capacity(staged.len());
@@ -398,35 +512,59 @@ impl Runtime for InProcessRuntime {
             .spawn(move || {
                 let _ = tx.send(inner.call_slot(&slot, &request));
             })
-            .map_err(|source| Error::Io { action: "starting a call thread for", path: module.into(), source })?;
+            .map_err(|source| Error::Io {
+                action: "starting a call thread for",
+                path: module.into(),
+                source,
+            })?;
         match rx.recv_timeout(limit) {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout { module: module.to_owned(), after: limit }),
+            Err(_) => Err(Error::Timeout {
+                module: module.to_owned(),
+                after: limit,
+            }),
         }
     }
 
     fn checkpoint(&self) -> Result<Vec<(String, SavedState)>> {
         let slots: Vec<Arc<Slot>> = self.inner.modules.read().values().cloned().collect();
-        slots.iter().map(|slot| Ok((slot.name.clone(), save(&mut slot.active.lock())?))).collect()
+        slots
+            .iter()
+            .map(|slot| Ok((slot.name.clone(), save(&mut slot.active.lock())?)))
+            .collect()
     }
 
     fn remove(&self, module: &str) -> Result<()> {
         let mut modules = self.inner.modules.write();
         match modules.remove(module) {
             Some(_) => Ok(()),
-            None => Err(Error::UnknownModule { module: module.to_owned(), known: modules.keys().cloned().collect() }),
+            None => Err(Error::UnknownModule {
+                module: module.to_owned(),
+                known: modules.keys().cloned().collect(),
+            }),
         }
     }
 
     fn forget(&self, module: &str, version: u32) -> Result<()> {
         if let Ok(slot) = self.inner.slot(module) {
             if slot.version.load(Ordering::Acquire) == version {
-                return Err(Error::VersionInUse { module: module.to_owned(), version });
+                return Err(Error::VersionInUse {
+                    module: module.to_owned(),
+                    version,
+                });
             }
         }
-        match self.inner.libraries.lock().remove(&(module.to_owned(), version)) {
+        match self
+            .inner
+            .libraries
+            .lock()
+            .remove(&(module.to_owned(), version))
+        {
             Some(_) => Ok(()),
-            None => Err(Error::UnknownVersion { module: module.to_owned(), version }),
+            None => Err(Error::UnknownVersion {
+                module: module.to_owned(),
+                version,
+            }),
         }
     }
 

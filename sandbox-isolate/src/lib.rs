@@ -38,6 +38,6 @@ pub use error::{Error, Result, SwapStage};
 pub use inprocess::InProcess;
 #[cfg(feature = "loader")]
 pub use runtime::{
-    IsolationKind, Isolator, LaunchSpec, Migration, ModuleMeta, PluginErrorKind, Runtime, RuntimeInfo, SavedState,
-    SwapOutcome, SwapStep,
+    Crash, CrashHandler, IsolationKind, Isolator, LaunchSpec, Migration, ModuleMeta,
+    PluginErrorKind, Runtime, RuntimeInfo, SavedState, SwapOutcome, SwapStep,
 };

@@ -36,7 +36,9 @@ impl std::str::FromStr for IsolationKind {
         match s {
             "in-process" | "inprocess" => Ok(Self::InProcess),
             "process" => Ok(Self::Process),
-            other => Err(format!("unknown isolation `{other}`; use `in-process` or `process`")),
+            other => Err(format!(
+                "unknown isolation `{other}`; use `in-process` or `process`"
+            )),
         }
     }
 }
@@ -96,7 +98,8 @@ impl fmt::Display for PluginErrorKind {
 
 /// A host-registered state migration: `(bytes, from_schema, to_schema) -> bytes`.
 /// Used instead of the plugin's own `restore_state` migration when present.
-pub type Migration = Arc<dyn Fn(&[u8], u32, u32) -> std::result::Result<Vec<u8>, String> + Send + Sync>;
+pub type Migration =
+    Arc<dyn Fn(&[u8], u32, u32) -> std::result::Result<Vec<u8>, String> + Send + Sync>;
 
 /// One module of a swap batch.
 #[derive(Clone)]
@@ -137,7 +140,13 @@ impl fmt::Debug for SwapStep {
             .field("module", &self.module)
             .field("version", &self.version)
             .field("carry_state", &self.carry_state)
-            .field("initial_state", &self.initial_state.as_ref().map(|s| (s.schema, s.bytes.len())))
+            .field(
+                "initial_state",
+                &self
+                    .initial_state
+                    .as_ref()
+                    .map(|s| (s.schema, s.bytes.len())),
+            )
             .field("migration", &self.migration.is_some())
             .field("health_check", &self.health_check.is_some())
             .finish()
@@ -170,14 +179,71 @@ pub struct RuntimeInfo {
     pub loaded_versions: usize,
 }
 
+/// Why the process hosting a sandbox's modules went away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Crash {
+    /// A sentence for people: "killed by signal 9 (SIGKILL)", "exited with
+    /// code 101", "CPU time limit (RLIMIT_CPU) exceeded", ...
+    pub cause: String,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// The limit that was hit, when the host can tell (`memory`, `cpu`,
+    /// `call_timeout`, `file_size`, `output`...).
+    pub limit: Option<String>,
+}
+
+/// Called once, from a runtime's own thread, when the process hosting the
+/// modules dies; the runtime is unusable afterwards (calls fail) and the
+/// host launches a new one.
+pub type CrashHandler = Arc<dyn Fn(Crash) + Send + Sync>;
+
 /// What an isolator needs to launch a runtime for a sandbox.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LaunchSpec {
     /// The sandbox id (for logs and spans).
     pub sandbox: String,
     /// A folder the runtime may use for its copies of artifacts; it is
     /// created if missing and its contents removed when the runtime drops.
     pub work_dir: PathBuf,
+    /// Folders the modules' artifacts are read from (read-only inside a jail).
+    pub artifact_dirs: Vec<PathBuf>,
+    /// Kernel-enforced limits for a worker process (ignored in-process).
+    pub limits: crate::spawn::ChildLimits,
+    /// Whether the modules may use the network (a worker gets a network
+    /// namespace of its own, and socket creation is denied, unless true).
+    pub network: bool,
+    /// Told when the hosting process dies (ignored in-process: a crash there
+    /// takes the host down).
+    pub on_crash: Option<CrashHandler>,
+}
+
+impl LaunchSpec {
+    /// A spec with no artifact folders, default limits, no network, no crash handler.
+    pub fn new(sandbox: impl Into<String>, work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            sandbox: sandbox.into(),
+            work_dir: work_dir.into(),
+            artifact_dirs: Vec::new(),
+            limits: crate::spawn::ChildLimits::default(),
+            network: false,
+            on_crash: None,
+        }
+    }
+}
+
+impl fmt::Debug for LaunchSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LaunchSpec")
+            .field("sandbox", &self.sandbox)
+            .field("work_dir", &self.work_dir)
+            .field("artifact_dirs", &self.artifact_dirs)
+            .field("limits", &self.limits)
+            .field("network", &self.network)
+            .field("on_crash", &self.on_crash.is_some())
+            .finish()
+    }
 }
 
 /// Starts runtimes for sandboxes.
@@ -205,9 +271,7 @@ pub struct LaunchSpec {
 /// }
 ///
 /// let dir = tempfile::tempdir().unwrap();
-/// let runtime = Logged::default()
-///     .launch(&LaunchSpec { sandbox: "demo".into(), work_dir: dir.path().join("rt") })
-///     .unwrap();
+/// let runtime = Logged::default().launch(&LaunchSpec::new("demo", dir.path().join("rt"))).unwrap();
 /// assert_eq!(runtime.info().pid, std::process::id());
 /// ```
 pub trait Isolator: Send + Sync + fmt::Debug {

@@ -17,7 +17,16 @@ use rustix::process::{Resource, Rlimit};
 
 /// Environment variables a child inherits from the host when present, unless
 /// the spec says otherwise. Everything else is dropped.
-pub const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "RUSTUP_HOME", "CARGO_HOME", "RUSTUP_TOOLCHAIN"];
+pub const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "RUSTUP_HOME",
+    "CARGO_HOME",
+    "RUSTUP_TOOLCHAIN",
+];
 
 /// Kernel-enforced limits applied to a child with `setrlimit` before it execs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,7 +66,10 @@ impl ChildSpec {
             cwd: None,
             env: Vec::new(),
             inherit: BASE_ENV.iter().map(OsString::from).collect(),
-            limits: ChildLimits { core_size: Some(0), ..ChildLimits::default() },
+            limits: ChildLimits {
+                core_size: Some(0),
+                ..ChildLimits::default()
+            },
             stdin: false,
         }
     }
@@ -74,7 +86,8 @@ impl ChildSpec {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -86,7 +99,8 @@ impl ChildSpec {
 
     /// Sets one environment variable.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -142,10 +156,14 @@ pub fn spawn(spec: &ChildSpec) -> io::Result<Child> {
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
-    cmd.stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.stdin(if spec.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
     let limits = spec.limits.clone();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // the async-signal-safe `prctl` and `setrlimit` syscalls (no allocation:
@@ -162,7 +180,13 @@ fn apply_in_child(limits: &ChildLimits) -> io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     let set = |resource, value: Option<u64>| -> io::Result<()> {
         if let Some(v) = value {
-            rustix::process::setrlimit(resource, Rlimit { current: Some(v), maximum: Some(v) })?;
+            rustix::process::setrlimit(
+                resource,
+                Rlimit {
+                    current: Some(v),
+                    maximum: Some(v),
+                },
+            )?;
         }
         Ok(())
     };
@@ -179,7 +203,10 @@ fn apply_in_child(limits: &ChildLimits) -> io::Result<()> {
 /// [`spawn`]). A group that is already gone is not an error.
 pub fn kill_group(pid: u32) -> io::Result<()> {
     let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "pid 0 names no process group"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "pid 0 names no process group",
+        ));
     };
     match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
         Ok(()) => Ok(()),

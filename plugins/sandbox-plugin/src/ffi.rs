@@ -109,7 +109,8 @@ pub trait InstanceApi: Send {
     fn init(&mut self, host: HostRef<'_>) -> RResult<(), FfiError>;
 
     /// Handles one request.
-    fn handle(&mut self, host: HostRef<'_>, request: RSlice<'_, u8>) -> RResult<RVec<u8>, FfiError>;
+    fn handle(&mut self, host: HostRef<'_>, request: RSlice<'_, u8>)
+        -> RResult<RVec<u8>, FfiError>;
 
     /// Serializes the instance's state (called before a swap).
     fn save_state(&mut self) -> RResult<RVec<u8>, FfiError>;

@@ -10,8 +10,8 @@ use abi_stable::{
 };
 
 use crate::ffi::{
-    ErrorKind, FfiError, HostRef, InstanceApi, InstanceApi_TO, InstanceBox, ModuleInfo, PluginModule,
-    PluginModuleRef,
+    ErrorKind, FfiError, HostRef, InstanceApi, InstanceApi_TO, InstanceBox, ModuleInfo,
+    PluginModule, PluginModuleRef,
 };
 use crate::{Host, Plugin};
 
@@ -69,16 +69,32 @@ impl<P: Plugin> InstanceApi for Adapter<P> {
         guard(|| self.0.init(&Host::from_raw(host)))
     }
 
-    fn handle(&mut self, host: HostRef<'_>, request: RSlice<'_, u8>) -> RResult<RVec<u8>, FfiError> {
-        guard(|| self.0.handle(&Host::from_raw(host), request.as_slice()).map(RVec::from))
+    fn handle(
+        &mut self,
+        host: HostRef<'_>,
+        request: RSlice<'_, u8>,
+    ) -> RResult<RVec<u8>, FfiError> {
+        guard(|| {
+            self.0
+                .handle(&Host::from_raw(host), request.as_slice())
+                .map(RVec::from)
+        })
     }
 
     fn save_state(&mut self) -> RResult<RVec<u8>, FfiError> {
         guard(|| self.0.save_state().map(RVec::from))
     }
 
-    fn restore_state(&mut self, host: HostRef<'_>, state: RSlice<'_, u8>, from_schema: u32) -> RResult<(), FfiError> {
-        guard(|| self.0.restore_state(&Host::from_raw(host), state.as_slice(), from_schema))
+    fn restore_state(
+        &mut self,
+        host: HostRef<'_>,
+        state: RSlice<'_, u8>,
+        from_schema: u32,
+    ) -> RResult<(), FfiError> {
+        guard(|| {
+            self.0
+                .restore_state(&Host::from_raw(host), state.as_slice(), from_schema)
+        })
     }
 }
 
@@ -111,7 +127,8 @@ macro_rules! export_plugin {
                 $crate::glue::root_module(__sandbox_plugin_info, __sandbox_plugin_new)
             }
 
-            extern "C" fn __sandbox_plugin_loader() -> $crate::__abi_stable::library::RootModuleResult {
+            extern "C" fn __sandbox_plugin_loader(
+            ) -> $crate::__abi_stable::library::RootModuleResult {
                 $crate::__abi_stable::library::__call_root_module_loader(__sandbox_plugin_root)
             }
 
@@ -120,7 +137,9 @@ macro_rules! export_plugin {
                 // SAFETY: the loader returns the `PluginModuleRef` named as the
                 // header's module type, and its layout is checked on load.
                 unsafe {
-                    $crate::__abi_stable::library::LibHeader::from_constructor::<$crate::ffi::PluginModuleRef>(
+                    $crate::__abi_stable::library::LibHeader::from_constructor::<
+                        $crate::ffi::PluginModuleRef,
+                    >(
                         __sandbox_plugin_loader,
                         $crate::__abi_stable::library::CheckTypeLayout::Yes,
                     )

@@ -143,7 +143,10 @@ pub struct Error {
 impl Error {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// The request was malformed.
@@ -182,13 +185,19 @@ impl std::error::Error for Error {}
 
 impl From<ffi::FfiError> for Error {
     fn from(e: ffi::FfiError) -> Self {
-        Self { kind: e.kind, message: e.message.into_string() }
+        Self {
+            kind: e.kind,
+            message: e.message.into_string(),
+        }
     }
 }
 
 impl From<Error> for ffi::FfiError {
     fn from(e: Error) -> Self {
-        Self { kind: e.kind, message: e.message.into() }
+        Self {
+            kind: e.kind,
+            message: e.message.into(),
+        }
     }
 }
 
@@ -205,7 +214,10 @@ impl<'a> Host<'a> {
 
     /// Calls `module` (one of [`Plugin::DEPENDENCIES`]) with raw bytes.
     pub fn call(&self, module: &str, request: &[u8]) -> Result<Vec<u8>> {
-        match self.raw.call(RStr::from_str(module), RSlice::from_slice(request)) {
+        match self
+            .raw
+            .call(RStr::from_str(module), RSlice::from_slice(request))
+        {
             RResult::ROk(v) => Ok(v.into_vec()),
             RResult::RErr(e) => Err(e.into()),
         }
@@ -260,12 +272,15 @@ pub mod json {
 
     /// Decodes a JSON request; a malformed one is a [`ErrorKind::BadRequest`](crate::ErrorKind::BadRequest).
     pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-        serde_json::from_slice(bytes).map_err(|e| Error::bad_request(format!("request is not the JSON this module expects: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::bad_request(format!("request is not the JSON this module expects: {e}"))
+        })
     }
 
     /// Encodes a JSON response.
     pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-        serde_json::to_vec(value).map_err(|e| Error::failed(format!("response could not be encoded as JSON: {e}")))
+        serde_json::to_vec(value)
+            .map_err(|e| Error::failed(format!("response could not be encoded as JSON: {e}")))
     }
 }
 
@@ -275,12 +290,17 @@ pub mod state {
 
     /// Serializes state.
     pub fn save<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-        serde_json::to_vec(value).map_err(|e| Error::state(format!("state could not be serialized: {e}")))
+        serde_json::to_vec(value)
+            .map_err(|e| Error::state(format!("state could not be serialized: {e}")))
     }
 
     /// Deserializes state saved under `from_schema`, refusing any schema other
     /// than `expected` (migrate first when they differ).
-    pub fn load<T: serde::de::DeserializeOwned>(bytes: &[u8], from_schema: u32, expected: u32) -> Result<T> {
+    pub fn load<T: serde::de::DeserializeOwned>(
+        bytes: &[u8],
+        from_schema: u32,
+        expected: u32,
+    ) -> Result<T> {
         if from_schema != expected {
             return Err(Error::state(format!(
                 "state has schema {from_schema} but this version reads schema {expected}; add a migration in restore_state"
@@ -291,7 +311,8 @@ pub mod state {
 
     /// Deserializes state without a schema check (for use inside a migration).
     pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-        serde_json::from_slice(bytes).map_err(|e| Error::state(format!("saved state is not readable: {e}")))
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::state(format!("saved state is not readable: {e}")))
     }
 }
 
@@ -322,7 +343,11 @@ pub mod testing {
     }
 
     /// Calls `plugin.handle` with `host` as its host context.
-    pub fn call<P: Plugin, H: HostApi>(plugin: &mut P, host: &H, request: &[u8]) -> Result<Vec<u8>> {
+    pub fn call<P: Plugin, H: HostApi>(
+        plugin: &mut P,
+        host: &H,
+        request: &[u8],
+    ) -> Result<Vec<u8>> {
         let raw = HostApi_TO::from_ptr(RRef::new(host), TD_Opaque);
         plugin.handle(&Host::from_raw(raw), request)
     }
