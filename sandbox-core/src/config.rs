@@ -1,0 +1,78 @@
+//! Host-wide configuration of a `Manager`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sandbox_versions::DEFAULT_RETENTION;
+
+/// Settings shared by every sandbox of one `Manager`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Folder for runtime scratch files (per-version artifact copies), one
+    /// sub-folder per sandbox, removed when the sandbox is destroyed.
+    /// Default: `$TMPDIR/sandbox-<pid>`.
+    pub work_dir: PathBuf,
+    /// Cargo target dir shared by all sandboxes, so dependencies compile
+    /// once. Default: `$XDG_CACHE_HOME/sandbox/target` (or `~/.cache/...`).
+    pub target_dir: PathBuf,
+    /// Folder of the compiler's content-hash cache.
+    /// Default: `$XDG_CACHE_HOME/sandbox/builds`.
+    pub cache_dir: PathBuf,
+    /// Versions retained per module for rollback. Default 10.
+    pub history: usize,
+    /// Wall-clock limit of one build. Default 10 minutes.
+    pub compile_timeout: Duration,
+    /// Memory limit of one build (address space). Default 8 GiB.
+    pub compile_memory: Option<u64>,
+    /// Build without network access (dependencies must be in cargo's cache).
+    pub offline: bool,
+    /// Build profile of the modules.
+    pub build_profile: sandbox_compiler::Profile,
+    /// Events buffered per subscriber before the oldest are dropped.
+    pub event_capacity: usize,
+    /// Entries in the result cache of pure modules (0 disables it).
+    pub result_cache_capacity: usize,
+    /// How long a cached result of a pure module stays valid.
+    pub result_cache_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cache = cache_home().join("sandbox");
+        Self {
+            work_dir: std::env::temp_dir().join(format!("sandbox-{}", std::process::id())),
+            target_dir: cache.join("target"),
+            cache_dir: cache.join("builds"),
+            history: DEFAULT_RETENTION,
+            compile_timeout: Duration::from_secs(600),
+            compile_memory: Some(8 << 30),
+            offline: false,
+            build_profile: sandbox_compiler::Profile::Debug,
+            event_capacity: 4096,
+            result_cache_capacity: 1024,
+            result_cache_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// A configuration whose target and cache dirs live under `dir`.
+    pub fn with_cache_root(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Self {
+            target_dir: dir.join("target"),
+            cache_dir: dir.join("builds"),
+            ..Self::default()
+        }
+    }
+}
+
+fn cache_home() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache"),
+        None => std::env::temp_dir(),
+    }
+}

@@ -1,0 +1,258 @@
+//! One error type for everything the `Manager` does, with its class and a
+//! recovery strategy.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::{SandboxId, Status};
+
+/// A result whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The broad class of a failure, which decides how a host recovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The caller asked for something that does not exist or is malformed
+    /// (unknown id, bad path, duplicate id). Nothing to recover: fix the request.
+    Request,
+    /// The source did not build or is not a valid plugin.
+    Compilation,
+    /// Plugin code failed, panicked, timed out, or a swap was rolled back.
+    Runtime,
+    /// A resource limit was hit.
+    Resource,
+    /// The security policy refused the source or an operation.
+    Security,
+    /// The host itself failed (I/O, spawning, a runtime that went away).
+    System,
+}
+
+/// What a host should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recovery {
+    /// Fix the request and try again.
+    FixRequest,
+    /// Fix the source; the sandbox keeps serving its current versions.
+    FixSource,
+    /// Try the same operation again.
+    Retry,
+    /// Restart the sandbox from its last saved state.
+    Restart,
+    /// Raise the limit or reduce the load.
+    RaiseLimit,
+    /// Nothing automatic helps; a person must look.
+    Escalate,
+}
+
+/// Everything that can go wrong in `sandbox-core`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No sandbox has this id.
+    #[error("no sandbox `{id}`; known sandboxes: {}", list(known))]
+    UnknownSandbox {
+        /// The requested id.
+        id: SandboxId,
+        /// The ids that exist.
+        known: Vec<SandboxId>,
+    },
+    /// A sandbox with this id exists already.
+    #[error("a sandbox `{id}` exists already; destroy it first or pick another id")]
+    DuplicateSandbox {
+        /// The id.
+        id: SandboxId,
+    },
+    /// The id is not usable.
+    #[error("invalid sandbox id `{id}`: {reason}")]
+    InvalidId {
+        /// The id given.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The source folder does not exist.
+    #[error("source folder `{}` does not exist; pass the folder of a Cargo package or workspace", path.display())]
+    SourceMissing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The source folder has no `Cargo.toml`.
+    #[error("`{}` is not a Cargo project (no Cargo.toml); create one with `sandbox new`", path.display())]
+    NotCargoProject {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// Building the source failed; the diagnostics say where.
+    #[error("compilation failed: {0}")]
+    Compile(#[source] sandbox_compiler::Error),
+    /// Loading, calling or swapping a module failed.
+    #[error(transparent)]
+    Isolate(#[from] sandbox_isolate::Error),
+    /// The modules' declared dependencies are not usable (a cycle, an unknown module).
+    #[error("{0}")]
+    Dependencies(#[source] sandbox_versions::Error),
+    /// A version lookup failed (unknown version, already current).
+    #[error("{0}")]
+    Version(#[source] sandbox_versions::Error),
+    /// Two libraries of the sandbox export modules with the same name.
+    #[error("two libraries of the sandbox export a module named `{module}`: {first} and {second}; give each module its own NAME")]
+    DuplicateModule {
+        /// The module name.
+        module: String,
+        /// One library.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// The source built but contains no plugin module.
+    #[error("`{}` builds no plugin module; add `crate-type = [\"cdylib\"]` and `sandbox_plugin::export_plugin!`", path.display())]
+    NoModules {
+        /// The source folder.
+        path: PathBuf,
+    },
+    /// The security policy refused the source.
+    #[error("security policy: {0}")]
+    Security(#[source] sandbox_security::Error),
+    /// Watching the source for auto-reload failed.
+    #[error("auto-reload: {0}")]
+    Watch(#[source] sandbox_watch::Error),
+    /// The sandbox is not in a state that allows the operation.
+    #[error("sandbox `{id}` is {status}; {hint}")]
+    NotRunning {
+        /// The sandbox.
+        id: SandboxId,
+        /// Its status.
+        status: Status,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// A call ran past the sandbox's call timeout.
+    #[error("call to `{module}` in `{id}` timed out after {after:?}")]
+    Timeout {
+        /// The sandbox.
+        id: SandboxId,
+        /// The module.
+        module: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// A host-side task failed.
+    #[error("internal error: {0}; this is a bug in the host, please report it")]
+    Internal(String),
+}
+
+fn list(ids: &[SandboxId]) -> String {
+    if ids.is_empty() {
+        "(none)".to_owned()
+    } else {
+        ids.iter()
+            .map(|i| i.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        use sandbox_isolate::Error as I;
+        match self {
+            Self::UnknownSandbox { .. }
+            | Self::DuplicateSandbox { .. }
+            | Self::InvalidId { .. }
+            | Self::SourceMissing { .. }
+            | Self::NotCargoProject { .. }
+            | Self::NotRunning { .. }
+            | Self::Version(_) => ErrorClass::Request,
+            Self::Compile(_)
+            | Self::Dependencies(_)
+            | Self::DuplicateModule { .. }
+            | Self::NoModules { .. } => ErrorClass::Compilation,
+            Self::Security(_) => ErrorClass::Security,
+            Self::Timeout { .. } => ErrorClass::Resource,
+            Self::Isolate(e) => match e.root() {
+                I::Load { .. } | I::NotAPlugin { .. } | I::Incompatible { .. } => {
+                    ErrorClass::Compilation
+                }
+                I::UnknownModule { .. } | I::UnknownVersion { .. } => ErrorClass::Request,
+                I::Timeout { .. } => ErrorClass::Resource,
+                I::Io { .. } => ErrorClass::System,
+                _ => ErrorClass::Runtime,
+            },
+            Self::Internal(_) => ErrorClass::System,
+            Self::Watch(e) => match e {
+                sandbox_watch::Error::TooManyFiles { .. } => ErrorClass::Resource,
+                sandbox_watch::Error::RootMissing { .. }
+                | sandbox_watch::Error::NotADirectory { .. } => ErrorClass::Request,
+                _ => ErrorClass::System,
+            },
+        }
+    }
+
+    /// What a host should do about it.
+    pub fn recovery(&self) -> Recovery {
+        match self.class() {
+            ErrorClass::Request => Recovery::FixRequest,
+            ErrorClass::Compilation | ErrorClass::Security => Recovery::FixSource,
+            ErrorClass::Resource => Recovery::RaiseLimit,
+            ErrorClass::Runtime => match self {
+                Self::Isolate(sandbox_isolate::Error::Swap { .. }) => Recovery::FixSource,
+                _ => Recovery::Retry,
+            },
+            ErrorClass::System => Recovery::Escalate,
+        }
+    }
+
+    /// A short machine-readable name for the error, used as `kind` in the
+    /// `sandbox run` protocol: `compile`, `not_found`, `bad_request`,
+    /// `plugin`, `swap`, `timeout`, `security`, `version`, `dependency`, `system`.
+    pub fn kind(&self) -> &'static str {
+        use sandbox_isolate::Error as I;
+        match self {
+            Self::UnknownSandbox { .. } => "not_found",
+            Self::DuplicateSandbox { .. } | Self::InvalidId { .. } => "bad_request",
+            Self::SourceMissing { .. } | Self::NotCargoProject { .. } => "bad_request",
+            Self::Compile(_) | Self::NoModules { .. } | Self::DuplicateModule { .. } => "compile",
+            Self::Dependencies(_) => "dependency",
+            Self::Version(_) => "version",
+            Self::Security(_) => "security",
+            Self::NotRunning { .. } => "not_running",
+            Self::Timeout { .. } => "timeout",
+            Self::Internal(_) => "system",
+            Self::Watch(_) => "watch",
+            Self::Isolate(e) => match e {
+                I::Load { .. } | I::NotAPlugin { .. } | I::Incompatible { .. } => "compile",
+                I::UnknownModule { .. } => "not_found",
+                I::UnknownVersion { .. } | I::AlreadyLoaded { .. } | I::VersionInUse { .. } => {
+                    "version"
+                }
+                I::Plugin { .. } | I::UndeclaredDependency { .. } => "plugin",
+                I::Timeout { .. } => "timeout",
+                I::Swap { .. } | I::Migration { .. } => "swap",
+                _ => "system",
+            },
+        }
+    }
+
+    /// Compiler diagnostics carried by a compile error (empty otherwise).
+    pub fn diagnostics(&self) -> &[sandbox_compiler::Diagnostic] {
+        match self {
+            Self::Compile(e) => e.diagnostics(),
+            _ => &[],
+        }
+    }
+}
+
+impl From<sandbox_compiler::Error> for Error {
+    fn from(e: sandbox_compiler::Error) -> Self {
+        match e {
+            sandbox_compiler::Error::SourceMissing { path } => Self::SourceMissing { path },
+            sandbox_compiler::Error::NotCargoProject { path } => Self::NotCargoProject { path },
+            other => Self::Compile(other),
+        }
+    }
+}

@@ -1,0 +1,1366 @@
+//! The `Manager`: the registry of sandboxes and every operation on them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+use sandbox_compiler::{BuildOutput, BuildRequest, Compiler};
+use sandbox_isolate::{
+    IsolationKind, Isolator, LaunchSpec, Migration, ModuleMeta, Runtime, SwapStep,
+};
+use sandbox_security::Policy;
+use sandbox_versions::{DependencyGraph, NewVersion, VersionHistory};
+use sandbox_watch::{WatchSpec, Watcher};
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use crate::autoreload::{AutoReload, Driver};
+use crate::cache::ResultCache;
+use crate::event::{EventKind, EventStream, Events};
+use crate::types::IntoSandboxId;
+use crate::{
+    CallRequest, Config, Error, ModuleStatus, ReloadReport, Result, SandboxId, SandboxInfo,
+    SandboxSpec, Status, Swapped, VersionInfo,
+};
+
+/// Creates, runs, hot-swaps and destroys sandboxes.
+///
+/// Cheap to clone: clones share one registry. Every method is safe to call
+/// from many tasks at once; operations that change a sandbox's code
+/// (`hot_reload`, `rollback`, `restart`) are serialized per sandbox, calls
+/// never wait for a build and wait only for the instant of a swap.
+///
+/// ```no_run
+/// # async fn demo() -> sandbox_core::Result<()> {
+/// use sandbox_core::{Config, Manager, SandboxSpec};
+///
+/// let manager = Manager::new(Config::default())?;
+/// manager.create("counter", SandboxSpec::new("plugins/examples/counter")).await?;
+/// let out = manager.call_json("counter", "counter", &serde_json::json!({"add": 5})).await?;
+/// assert_eq!(out["value"], 5);
+/// manager.destroy("counter").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    compiler: Arc<dyn Compiler>,
+    in_process: Arc<dyn Isolator>,
+    process: Option<Arc<dyn Isolator>>,
+    policy: Arc<dyn Policy>,
+    events: Events,
+    registry: RwLock<Registry>,
+    results: ResultCache,
+    auto: AutoReload,
+    make_watcher: Mutex<Option<Arc<dyn Watcher>>>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    sandboxes: BTreeMap<SandboxId, Arc<Sandbox>>,
+    /// Ids being created: reserved so a concurrent duplicate is refused.
+    creating: std::collections::BTreeSet<SandboxId>,
+    generation: u64,
+}
+
+/// Builds a [`Manager`] with replaced components.
+#[derive(Debug)]
+pub struct ManagerBuilder {
+    config: Config,
+    compiler: Option<Arc<dyn Compiler>>,
+    in_process: Option<Arc<dyn Isolator>>,
+    process: Option<Arc<dyn Isolator>>,
+    policy: Option<Arc<dyn Policy>>,
+    watcher: Option<Arc<dyn Watcher>>,
+}
+
+impl ManagerBuilder {
+    /// Uses `watcher` for auto-reload instead of the `notify`-backed default.
+    pub fn watcher(mut self, watcher: impl Watcher + 'static) -> Self {
+        self.watcher = Some(Arc::new(watcher));
+        self
+    }
+
+    /// Uses `compiler` instead of the cargo-backed default.
+    pub fn compiler(mut self, compiler: impl Compiler + 'static) -> Self {
+        self.compiler = Some(Arc::new(compiler));
+        self
+    }
+
+    /// Uses `isolator` for sandboxes of its kind.
+    pub fn isolator(mut self, isolator: impl Isolator + 'static) -> Self {
+        let isolator: Arc<dyn Isolator> = Arc::new(isolator);
+        match isolator.kind() {
+            IsolationKind::InProcess => self.in_process = Some(isolator),
+            IsolationKind::Process => self.process = Some(isolator),
+        }
+        self
+    }
+
+    /// Uses `policy` instead of the `syn`-based source scan.
+    pub fn policy(mut self, policy: impl Policy + 'static) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// Builds the manager.
+    pub fn build(self) -> Result<Manager> {
+        let config = self.config;
+        let compiler = match self.compiler {
+            Some(c) => c,
+            None => Arc::new(
+                sandbox_compiler::CargoCompiler::builder()
+                    .target_dir(&config.target_dir)
+                    .cache_dir(&config.cache_dir)
+                    .build()
+                    .map_err(Error::Compile)?,
+            ),
+        };
+        let results = ResultCache::new(config.result_cache_capacity, config.result_cache_ttl);
+        Ok(Manager {
+            inner: Arc::new(Inner {
+                events: Events::new(config.event_capacity),
+                compiler,
+                in_process: self
+                    .in_process
+                    .unwrap_or_else(|| Arc::new(sandbox_isolate::InProcess::new())),
+                process: self.process,
+                policy: self
+                    .policy
+                    .unwrap_or_else(|| Arc::new(sandbox_security::SourcePolicy::new())),
+                registry: RwLock::new(Registry::default()),
+                results,
+                config,
+                auto: AutoReload::default(),
+                make_watcher: Mutex::new(self.watcher),
+            }),
+        })
+    }
+}
+
+/// One module's records.
+#[derive(Debug)]
+struct ModuleRecord {
+    history: VersionHistory,
+    /// Metadata of each retained version.
+    metas: HashMap<u32, ModuleMeta>,
+    /// The cargo library target it is built from.
+    artifact: String,
+}
+
+impl ModuleRecord {
+    fn current(&self) -> u32 {
+        self.history.current().map(|r| r.number).unwrap_or(0)
+    }
+
+    fn current_meta(&self) -> Option<&ModuleMeta> {
+        self.metas.get(&self.current())
+    }
+}
+
+struct State {
+    status: Status,
+    updated_at: SystemTime,
+    restart_count: u32,
+    modules: BTreeMap<String, ModuleRecord>,
+    graph: DependencyGraph,
+    migrations: HashMap<String, Migration>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("status", &self.status)
+            .field("modules", &self.modules.keys().collect::<Vec<_>>())
+            .field("migrations", &self.migrations.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+struct Sandbox {
+    id: SandboxId,
+    spec: SandboxSpec,
+    generation: u64,
+    created_at: SystemTime,
+    runtime: Arc<dyn Runtime>,
+    state: Mutex<State>,
+    /// Serializes the operations that change code: reload, rollback, restart.
+    ops: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("id", &self.id)
+            .field("status", &self.state.lock().status)
+            .finish()
+    }
+}
+
+/// Runs an operation to completion on its own task, so dropping the caller's
+/// future (a timeout, an aborted task) never stops it halfway through.
+async fn detached<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(f)
+        .await
+        .map_err(|e| Error::Internal(format!("an operation task failed: {e}")))?
+}
+
+/// Runs blocking work (cargo, dlopen, plugin code) off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// A module version loaded for a pending swap, not yet in the history.
+struct Pending {
+    module: String,
+    number: u32,
+    meta: ModuleMeta,
+    artifact: sandbox_compiler::Artifact,
+    new_module: bool,
+}
+
+impl Manager {
+    /// A manager with the default components: cargo compiler, in-process
+    /// isolation, `syn` source policy.
+    pub fn new(config: Config) -> Result<Self> {
+        Self::builder(config).build()
+    }
+
+    /// A builder to replace components.
+    pub fn builder(config: Config) -> ManagerBuilder {
+        ManagerBuilder {
+            config,
+            compiler: None,
+            in_process: None,
+            process: None,
+            policy: None,
+            watcher: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Subscribes to every sandbox's events from now on.
+    pub fn subscribe(&self) -> EventStream {
+        self.inner.events.subscribe()
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
+        let registry = self.inner.registry.read();
+        registry
+            .sandboxes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::UnknownSandbox {
+                id: SandboxId::new(id).unwrap_or_else(|_| SandboxId(id.to_owned())),
+                known: registry.sandboxes.keys().cloned().collect(),
+            })
+    }
+
+    fn set_status(&self, sb: &Sandbox, to: Status) {
+        let from = {
+            let mut state = sb.state.lock();
+            let from = std::mem::replace(&mut state.status, to);
+            state.updated_at = SystemTime::now();
+            from
+        };
+        if from != to {
+            self.inner
+                .events
+                .emit(&sb.id, EventKind::Status { from, to });
+        }
+    }
+
+    fn build_request(&self, source: &Path) -> BuildRequest {
+        let config = &self.inner.config;
+        BuildRequest::new(source)
+            .profile(config.build_profile)
+            .offline(config.offline)
+            .timeout(config.compile_timeout)
+            .memory_limit(config.compile_memory)
+    }
+
+    async fn compile(&self, id: &SandboxId, source: &Path) -> Result<BuildOutput> {
+        let events = &self.inner.events;
+        events.emit(id, EventKind::CompileStarted);
+        let compiler = Arc::clone(&self.inner.compiler);
+        let request = self.build_request(source);
+        let started = Instant::now();
+        let result = blocking(move || compiler.build(&request)).await?;
+        match result {
+            Ok(out) => {
+                events.emit(
+                    id,
+                    EventKind::CompileFinished {
+                        ok: true,
+                        cached: out.cached,
+                        millis: millis(started.elapsed()),
+                        diagnostics: out.warnings.clone(),
+                    },
+                );
+                Ok(out)
+            }
+            Err(e) => {
+                events.emit(
+                    id,
+                    EventKind::CompileFinished {
+                        ok: false,
+                        cached: false,
+                        millis: millis(started.elapsed()),
+                        diagnostics: e.diagnostics().to_vec(),
+                    },
+                );
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Checks the source against the sandbox's profile before anything of
+    /// it runs. Source the scanner cannot parse is left to the compiler
+    /// (whose diagnostics say more) unless the profile is `high`, which
+    /// refuses what it cannot read; the answer is then `Ok(true)`: check
+    /// again after the build.
+    fn check_policy(&self, spec: &SandboxSpec) -> Result<bool> {
+        match self.inner.policy.check(&spec.source, spec.profile) {
+            Ok(_) => Ok(false),
+            Err(sandbox_security::Error::Parse { .. })
+                if spec.profile != sandbox_security::Profile::High =>
+            {
+                Ok(true)
+            }
+            Err(e) => Err(Error::Security(e)),
+        }
+    }
+
+    fn recheck_policy(&self, spec: &SandboxSpec, deferred: bool) -> Result<()> {
+        if deferred {
+            self.inner
+                .policy
+                .check(&spec.source, spec.profile)
+                .map_err(Error::Security)?;
+        }
+        Ok(())
+    }
+
+    fn isolator(&self, kind: IsolationKind) -> Result<Arc<dyn Isolator>> {
+        match kind {
+            IsolationKind::InProcess => Ok(Arc::clone(&self.inner.in_process)),
+            IsolationKind::Process => self.inner.process.clone().ok_or_else(|| {
+                Error::Internal(
+                    "process isolation is not available in this build of the host".to_owned(),
+                )
+            }),
+        }
+    }
+
+    /// Creates sandbox `id` from `spec`: checks the source against the
+    /// security profile, builds it, loads every module as version 1 and
+    /// starts them in dependency order. On any failure nothing is left
+    /// behind: no registry entry, no runtime, no scratch folder.
+    pub async fn create(&self, id: impl IntoSandboxId, spec: SandboxSpec) -> Result<SandboxInfo> {
+        let id = id.into_sandbox_id()?;
+        let this = self.clone();
+        detached(async move { this.create_detached(id, spec).await }).await
+    }
+
+    async fn create_detached(&self, id: SandboxId, spec: SandboxSpec) -> Result<SandboxInfo> {
+        let span = tracing::info_span!("create", sandbox = %id);
+        async {
+            let generation = self.reserve(&id)?;
+            let result = self.create_reserved(&id, spec, generation).await;
+            let mut registry = self.inner.registry.write();
+            registry.creating.remove(&id);
+            match result {
+                Ok(sb) => {
+                    registry.sandboxes.insert(id.clone(), Arc::clone(&sb));
+                    drop(registry);
+                    self.set_status(&sb, Status::Running);
+                    Ok(self.snapshot(&sb))
+                }
+                Err(e) => {
+                    drop(registry);
+                    self.inner.events.emit(
+                        &id,
+                        EventKind::Failed {
+                            operation: "create".into(),
+                            kind: e.kind().into(),
+                            message: e.to_string(),
+                        },
+                    );
+                    Err(e)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn reserve(&self, id: &SandboxId) -> Result<u64> {
+        let mut registry = self.inner.registry.write();
+        if registry.sandboxes.contains_key(id) || registry.creating.contains(id) {
+            return Err(Error::DuplicateSandbox { id: id.clone() });
+        }
+        registry.creating.insert(id.clone());
+        registry.generation += 1;
+        Ok(registry.generation)
+    }
+
+    async fn create_reserved(
+        &self,
+        id: &SandboxId,
+        mut spec: SandboxSpec,
+        generation: u64,
+    ) -> Result<Arc<Sandbox>> {
+        if !spec.source.exists() {
+            return Err(Error::SourceMissing { path: spec.source });
+        }
+        if !spec.source.join("Cargo.toml").is_file() {
+            return Err(Error::NotCargoProject { path: spec.source });
+        }
+        spec.source = spec.source.canonicalize().map_err(|e| {
+            Error::Internal(format!("cannot resolve {}: {e}", spec.source.display()))
+        })?;
+        let events = &self.inner.events;
+        events.emit(
+            id,
+            EventKind::Created {
+                source: spec.source.display().to_string(),
+            },
+        );
+        let deferred = self.check_policy(&spec)?;
+        events.emit(
+            id,
+            EventKind::Status {
+                from: Status::Initializing,
+                to: Status::Compiling,
+            },
+        );
+        let build = self.compile(id, &spec.source).await?;
+        self.recheck_policy(&spec, deferred)?;
+        if build.artifacts.is_empty() {
+            return Err(Error::NoModules { path: spec.source });
+        }
+        events.emit(
+            id,
+            EventKind::Status {
+                from: Status::Compiling,
+                to: Status::Starting,
+            },
+        );
+        let isolator = self.isolator(spec.isolation)?;
+        let mut launch =
+            LaunchSpec::new(id.to_string(), self.inner.config.work_dir.join(id.as_str()));
+        launch.artifact_dirs = vec![self.inner.config.cache_dir.clone()];
+        let runtime: Arc<dyn Runtime> =
+            Arc::from(blocking(move || isolator.launch(&launch)).await??);
+
+        // Load every artifact as version 1.
+        let mut pending = Vec::new();
+        for artifact in build.artifacts {
+            let rt = Arc::clone(&runtime);
+            let path = artifact.path.clone();
+            let meta = blocking(move || rt.load(&path, 1)).await??;
+            if let Some(other) = pending.iter().find(|p: &&Pending| p.module == meta.name) {
+                return Err(Error::DuplicateModule {
+                    module: meta.name,
+                    first: other.artifact.name.clone(),
+                    second: artifact.name,
+                });
+            }
+            pending.push(Pending {
+                module: meta.name.clone(),
+                number: 1,
+                meta,
+                artifact,
+                new_module: true,
+            });
+        }
+        let graph = DependencyGraph::from_modules(
+            pending
+                .iter()
+                .map(|p| (p.module.clone(), p.meta.dependencies.clone())),
+        )
+        .map_err(Error::Dependencies)?;
+        graph
+            .check_dependencies_known()
+            .map_err(Error::Dependencies)?;
+        let steps: Vec<SwapStep> = graph
+            .topological_levels()
+            .into_iter()
+            .flatten()
+            .map(|module| SwapStep {
+                carry_state: false,
+                ..SwapStep::new(module, 1)
+            })
+            .collect();
+        let rt = Arc::clone(&runtime);
+        let outcomes = blocking(move || rt.swap(&steps)).await??;
+
+        let mut modules = BTreeMap::new();
+        for p in pending {
+            let mut history = VersionHistory::new(p.module.clone(), self.inner.config.history)
+                .map_err(Error::Version)?;
+            let recorded = history.record(new_version(&p), SystemTime::now());
+            let number = recorded.record().number;
+            history.set_current(number).map_err(Error::Version)?;
+            let mut metas = HashMap::new();
+            metas.insert(number, p.meta);
+            modules.insert(
+                p.module,
+                ModuleRecord {
+                    history,
+                    metas,
+                    artifact: p.artifact.name,
+                },
+            );
+        }
+        let now = SystemTime::now();
+        let sb = Arc::new(Sandbox {
+            id: id.clone(),
+            spec,
+            generation,
+            created_at: now,
+            runtime,
+            state: Mutex::new(State {
+                status: Status::Starting,
+                updated_at: now,
+                restart_count: 0,
+                modules,
+                graph,
+                migrations: HashMap::new(),
+            }),
+            ops: tokio::sync::Mutex::new(()),
+        });
+        for o in outcomes {
+            events.emit(
+                id,
+                EventKind::Swapped {
+                    module: o.module,
+                    from: o.from,
+                    to: o.to,
+                },
+            );
+        }
+        Ok(sb)
+    }
+
+    /// Destroys sandbox `id`: it stops taking calls at once, an operation in
+    /// progress finishes first, then its modules are dropped and its scratch
+    /// folder removed.
+    pub async fn destroy(&self, id: &str) -> Result<()> {
+        let (this, id) = (self.clone(), id.to_owned());
+        detached(async move { this.destroy_detached(&id).await }).await
+    }
+
+    async fn destroy_detached(&self, id: &str) -> Result<()> {
+        let sb = {
+            let mut registry = self.inner.registry.write();
+            let known: Vec<SandboxId> = registry.sandboxes.keys().cloned().collect();
+            registry
+                .sandboxes
+                .remove(id)
+                .ok_or_else(|| Error::UnknownSandbox {
+                    id: SandboxId(id.to_owned()),
+                    known,
+                })?
+        };
+        let span = tracing::info_span!("destroy", sandbox = %sb.id);
+        async {
+            self.set_status(&sb, Status::Stopping);
+            self.stop_auto_reload(&sb.id);
+            let _op = sb.ops.lock().await;
+            self.inner.results.forget_generation(sb.generation);
+            self.set_status(&sb, Status::Stopped);
+            self.inner.events.emit(&sb.id, EventKind::Destroyed);
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Destroys every sandbox.
+    pub async fn shutdown(&self) {
+        let ids: Vec<SandboxId> = self
+            .inner
+            .registry
+            .read()
+            .sandboxes
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            let _ = self.destroy(id.as_str()).await;
+        }
+    }
+
+    /// A snapshot of sandbox `id`.
+    pub fn info(&self, id: &str) -> Result<SandboxInfo> {
+        let sb = self.get(id)?;
+        Ok(self.snapshot(&sb))
+    }
+
+    /// Snapshots of every sandbox, sorted by id.
+    pub fn list(&self) -> Vec<SandboxInfo> {
+        let sandboxes: Vec<Arc<Sandbox>> = self
+            .inner
+            .registry
+            .read()
+            .sandboxes
+            .values()
+            .cloned()
+            .collect();
+        sandboxes.iter().map(|sb| self.snapshot(sb)).collect()
+    }
+
+    fn snapshot(&self, sb: &Sandbox) -> SandboxInfo {
+        let pid = sb.runtime.info().pid;
+        let state = sb.state.lock();
+        let modules = state
+            .modules
+            .iter()
+            .filter_map(|(name, rec)| {
+                let meta = rec.current_meta()?;
+                Some(ModuleStatus {
+                    name: name.clone(),
+                    version: rec.current(),
+                    module_version: meta.version.clone(),
+                    schema: meta.schema,
+                    dependencies: meta.dependencies.clone(),
+                    pure: meta.pure,
+                    versions: rec.history.retained_numbers(),
+                })
+            })
+            .collect();
+        SandboxInfo {
+            id: sb.id.clone(),
+            status: state.status,
+            source: sb.spec.source.clone(),
+            isolation: sb.spec.isolation,
+            pid,
+            profile: sb.spec.profile,
+            modules,
+            created_at: sb.created_at,
+            updated_at: state.updated_at,
+            restart_count: state.restart_count,
+        }
+    }
+
+    /// Calls `module` of sandbox `id` with `input` and returns its response.
+    ///
+    /// A pure module's answers are cached (per version, with a TTL). The
+    /// sandbox's call timeout applies: in-process the call is abandoned, not
+    /// stopped.
+    pub async fn call(&self, id: &str, module: &str, input: &[u8]) -> Result<Vec<u8>> {
+        let sb = self.get(id)?;
+        let span = tracing::debug_span!("call", sandbox = %sb.id, module);
+        self.call_in(sb, module.to_owned(), input.to_vec())
+            .instrument(span)
+            .await
+    }
+
+    async fn call_in(&self, sb: Arc<Sandbox>, module: String, input: Vec<u8>) -> Result<Vec<u8>> {
+        let (status, version, pure) = {
+            let state = sb.state.lock();
+            let rec = state.modules.get(&module);
+            (
+                state.status,
+                rec.map(|r| r.current()),
+                rec.and_then(|r| r.current_meta()).is_some_and(|m| m.pure),
+            )
+        };
+        if !status.serves_calls() {
+            return Err(Error::NotRunning {
+                id: sb.id.clone(),
+                status,
+                hint: "wait for it to be running, or restart it",
+            });
+        }
+        let key = match (pure, version) {
+            (true, Some(v)) => {
+                let key = ResultCache::key(sb.generation, &module, v, &input);
+                if let Some(hit) = self.inner.results.get(&key) {
+                    return Ok(hit);
+                }
+                Some(key)
+            }
+            _ => None,
+        };
+        let timeout = sb.spec.limits.call_timeout;
+        let rt = Arc::clone(&sb.runtime);
+        let out = if sb.spec.isolation == IsolationKind::InProcess {
+            // Abandon (not stop) an overrunning call without a thread per call.
+            let m = module.clone();
+            let task = tokio::task::spawn_blocking(move || rt.call(&m, &input, None));
+            match timeout {
+                Some(limit) => match tokio::time::timeout(limit, task).await {
+                    Ok(joined) => {
+                        joined.map_err(|e| Error::Internal(format!("call task failed: {e}")))?
+                    }
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            id: sb.id.clone(),
+                            module,
+                            after: limit,
+                        })
+                    }
+                },
+                None => task
+                    .await
+                    .map_err(|e| Error::Internal(format!("call task failed: {e}")))?,
+            }
+        } else {
+            let m = module.clone();
+            blocking(move || rt.call(&m, &input, timeout)).await?
+        }?;
+        if let Some(key) = key {
+            self.inner.results.put(key, out.clone());
+        }
+        Ok(out)
+    }
+
+    /// Calls `module` with a JSON value and decodes its JSON answer.
+    pub async fn call_json(
+        &self,
+        id: &str,
+        module: &str,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let bytes = serde_json::to_vec(input)
+            .map_err(|e| Error::Internal(format!("cannot encode the request: {e}")))?;
+        let out = self.call(id, module, &bytes).await?;
+        serde_json::from_slice(&out).map_err(|e| {
+            Error::Isolate(sandbox_isolate::Error::Plugin {
+                module: module.to_owned(),
+                kind: sandbox_isolate::PluginErrorKind::Failed,
+                message: format!("the module answered with something that is not JSON: {e}"),
+            })
+        })
+    }
+
+    /// Runs many calls of one sandbox concurrently; each gets its own
+    /// result, in order, and one failing does not affect the others.
+    pub async fn call_batch(
+        &self,
+        id: &str,
+        calls: Vec<CallRequest>,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
+        let sb = self.get(id)?;
+        let mut set = tokio::task::JoinSet::new();
+        let n = calls.len();
+        for (i, call) in calls.into_iter().enumerate() {
+            let this = self.clone();
+            let sb = Arc::clone(&sb);
+            let span = tracing::debug_span!("call", sandbox = %sb.id, module = %call.module);
+            set.spawn(
+                async move { (i, this.call_in(sb, call.module, call.input).await) }
+                    .instrument(span),
+            );
+        }
+        let mut results: Vec<Option<Result<Vec<u8>>>> = (0..n).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((i, r)) => results[i] = Some(r),
+                Err(e) => return Err(Error::Internal(format!("a batch call task failed: {e}"))),
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(Error::Internal("a batch call produced no result".into())))
+            })
+            .collect())
+    }
+
+    /// Registers a host migration for `module` of sandbox `id`, used instead
+    /// of the plugin's own when a swap changes the state schema.
+    pub fn register_migration(&self, id: &str, module: &str, migration: Migration) -> Result<()> {
+        let sb = self.get(id)?;
+        sb.state
+            .lock()
+            .migrations
+            .insert(module.to_owned(), migration);
+        Ok(())
+    }
+
+    /// The retained versions of `module`, oldest first.
+    pub fn versions(&self, id: &str, module: &str) -> Result<Vec<VersionInfo>> {
+        let sb = self.get(id)?;
+        let state = sb.state.lock();
+        let rec = state
+            .modules
+            .get(module)
+            .ok_or_else(|| unknown_module(&state, module))?;
+        let current = rec.current();
+        Ok(rec
+            .history
+            .list()
+            .iter()
+            .map(|r| VersionInfo {
+                number: r.number,
+                checksum: r.artifact_sha256.clone(),
+                source_hash: r.source_hash.clone(),
+                module_version: r.module_version.clone(),
+                schema: r.schema,
+                dependencies: r.dependencies.clone(),
+                loaded_at: r.loaded_at,
+                current: r.number == current,
+            })
+            .collect())
+    }
+
+    /// Rebuilds sandbox `id` and swaps every module whose artifact changed,
+    /// plus every module that depends on one, dependencies first, carrying
+    /// state, all or nothing. A compile error or a failed swap leaves the
+    /// current versions serving.
+    pub async fn hot_reload(&self, id: &str) -> Result<ReloadReport> {
+        let (this, id) = (self.clone(), id.to_owned());
+        detached(async move { this.hot_reload_detached(&id).await }).await
+    }
+
+    async fn hot_reload_detached(&self, id: &str) -> Result<ReloadReport> {
+        let sb = self.get(id)?;
+        let span = tracing::info_span!("hot_reload", sandbox = %sb.id);
+        async {
+            let _op = sb.ops.lock().await;
+            self.ensure_running(&sb)?;
+            self.set_status(&sb, Status::Reloading);
+            let result = self.reload_locked(&sb).await;
+            self.set_status(&sb, Status::Running);
+            if let Err(e) = &result {
+                self.inner.events.emit(
+                    &sb.id,
+                    EventKind::Failed {
+                        operation: "reload".into(),
+                        kind: e.kind().into(),
+                        message: e.to_string(),
+                    },
+                );
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn ensure_running(&self, sb: &Sandbox) -> Result<()> {
+        let status = sb.state.lock().status;
+        if status != Status::Running {
+            return Err(Error::NotRunning {
+                id: sb.id.clone(),
+                status,
+                hint: "wait until it is running",
+            });
+        }
+        Ok(())
+    }
+
+    async fn reload_locked(&self, sb: &Arc<Sandbox>) -> Result<ReloadReport> {
+        let deferred = self.check_policy(&sb.spec)?;
+        let build = self.compile(&sb.id, &sb.spec.source).await?;
+        self.recheck_policy(&sb.spec, deferred)?;
+        let (cached, compile_millis) = (build.cached, millis(build.duration));
+        let started = Instant::now();
+
+        // Work out what changed, loading only artifacts never seen before.
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut switch_to: BTreeMap<String, u32> = BTreeMap::new();
+        for artifact in build.artifacts {
+            let known = {
+                let state = sb.state.lock();
+                state
+                    .modules
+                    .iter()
+                    .find(|(_, r)| r.artifact == artifact.name)
+                    .map(|(name, rec)| {
+                        let current_sha = rec.history.current().map(|c| c.artifact_sha256.clone());
+                        let existing = rec
+                            .history
+                            .find_checksum(&artifact.sha256)
+                            .map(|r| r.number);
+                        (
+                            name.clone(),
+                            current_sha,
+                            existing,
+                            rec.history.next_number(),
+                        )
+                    })
+            };
+            match known {
+                Some((_, Some(sha), _, _)) if sha == artifact.sha256 => {}
+                Some((module, _, Some(existing), _)) => {
+                    switch_to.insert(module, existing);
+                }
+                Some((module, _, None, number)) => {
+                    let meta = self.load(sb, &artifact, number, &pending).await?;
+                    if meta.name != module {
+                        self.forget_pending(sb, &pending).await;
+                        let _ = sb.runtime.forget(&meta.name, number);
+                        return Err(Error::DuplicateModule {
+                            module: meta.name,
+                            first: module,
+                            second: artifact.name,
+                        });
+                    }
+                    switch_to.insert(module.clone(), number);
+                    pending.push(Pending {
+                        module,
+                        number,
+                        meta,
+                        artifact,
+                        new_module: false,
+                    });
+                }
+                None => {
+                    let meta = self.load(sb, &artifact, 1, &pending).await?;
+                    let clash = sb.state.lock().modules.contains_key(&meta.name)
+                        || pending.iter().any(|p| p.module == meta.name);
+                    if clash {
+                        self.forget_pending(sb, &pending).await;
+                        let _ = sb.runtime.forget(&meta.name, 1);
+                        return Err(Error::DuplicateModule {
+                            module: meta.name,
+                            first: "an existing library".into(),
+                            second: artifact.name,
+                        });
+                    }
+                    switch_to.insert(meta.name.clone(), 1);
+                    pending.push(Pending {
+                        module: meta.name.clone(),
+                        number: 1,
+                        meta,
+                        artifact,
+                        new_module: true,
+                    });
+                }
+            }
+        }
+        if switch_to.is_empty() {
+            self.inner.events.emit(&sb.id, EventKind::Unchanged);
+            return Ok(ReloadReport {
+                swapped: Vec::new(),
+                changed: Vec::new(),
+                cached,
+                compile_millis,
+                swap_millis: 0,
+            });
+        }
+
+        // The new dependency graph and the reload order.
+        let plan = {
+            let state = sb.state.lock();
+            let mut graph = state.graph.clone();
+            let deps_of = |module: &str, number: u32| -> Vec<String> {
+                pending
+                    .iter()
+                    .find(|p| p.module == module && p.number == number)
+                    .map(|p| p.meta.dependencies.clone())
+                    .or_else(|| {
+                        state
+                            .modules
+                            .get(module)
+                            .and_then(|r| r.metas.get(&number))
+                            .map(|m| m.dependencies.clone())
+                    })
+                    .unwrap_or_default()
+            };
+            let mut planned = Ok(());
+            for (module, number) in &switch_to {
+                if let Err(e) = graph.insert(module, &deps_of(module, *number)) {
+                    planned = Err(e);
+                    break;
+                }
+            }
+            planned
+                .and_then(|()| graph.check_dependencies_known())
+                .and_then(|()| graph.reload_order(&switch_to.keys().cloned().collect::<Vec<_>>()))
+                .map(|order| {
+                    let steps: Vec<SwapStep> = order
+                        .into_iter()
+                        .flatten()
+                        .map(|module| {
+                            let version = switch_to.get(&module).copied().unwrap_or_else(|| {
+                                state.modules.get(&module).map(|r| r.current()).unwrap_or(0)
+                            });
+                            let exists = state.modules.contains_key(&module);
+                            SwapStep {
+                                carry_state: exists,
+                                migration: state.migrations.get(&module).cloned(),
+                                ..SwapStep::new(module, version)
+                            }
+                        })
+                        .collect();
+                    (graph, steps)
+                })
+        };
+        let (graph, steps) = match plan {
+            Ok(plan) => plan,
+            Err(e) => {
+                self.forget_pending(sb, &pending).await;
+                return Err(Error::Dependencies(e));
+            }
+        };
+        let modules: Vec<String> = steps.iter().map(|s| s.module.clone()).collect();
+        let rt = Arc::clone(&sb.runtime);
+        let swapped = blocking(move || rt.swap(&steps)).await?;
+        let outcomes = match swapped {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                self.forget_pending(sb, &pending).await;
+                self.inner.events.emit(
+                    &sb.id,
+                    EventKind::RolledBack {
+                        modules,
+                        reason: e.to_string(),
+                    },
+                );
+                return Err(e.into());
+            }
+        };
+
+        // Commit the records.
+        let now = SystemTime::now();
+        let mut evicted = Vec::new();
+        {
+            let mut state = sb.state.lock();
+            for p in pending {
+                let entry = state
+                    .modules
+                    .entry(p.module.clone())
+                    .or_insert_with(|| ModuleRecord {
+                        history: VersionHistory::with_default_retention(p.module.clone()),
+                        metas: HashMap::new(),
+                        artifact: p.artifact.name.clone(),
+                    });
+                if p.new_module {
+                    let _ = entry.history.set_retention(self.inner.config.history);
+                }
+                let recorded = entry.history.record(new_version(&p), now);
+                debug_assert_eq!(
+                    recorded.record().number,
+                    p.number,
+                    "loaded under the number the history assigns"
+                );
+                entry.metas.insert(p.number, p.meta);
+            }
+            for (module, number) in &switch_to {
+                if let Some(rec) = state.modules.get_mut(module) {
+                    rec.history.set_current(*number).map_err(Error::Version)?;
+                    for old in rec.history.take_evicted() {
+                        rec.metas.remove(&old.number);
+                        evicted.push((module.clone(), old.number));
+                    }
+                }
+            }
+            state.graph = graph;
+            state.updated_at = now;
+        }
+        for (module, number) in evicted {
+            if let Err(e) = sb.runtime.forget(&module, number) {
+                tracing::warn!(sandbox = %sb.id, module, number, error = %e, "could not drop an evicted version");
+            }
+        }
+        let swapped: Vec<Swapped> = outcomes
+            .into_iter()
+            .map(|o| Swapped {
+                module: o.module,
+                from: o.from,
+                to: o.to,
+            })
+            .collect();
+        for s in &swapped {
+            self.inner.events.emit(
+                &sb.id,
+                EventKind::Swapped {
+                    module: s.module.clone(),
+                    from: s.from,
+                    to: s.to,
+                },
+            );
+        }
+        Ok(ReloadReport {
+            swapped,
+            changed: switch_to.into_keys().collect(),
+            cached,
+            compile_millis,
+            swap_millis: millis(started.elapsed()),
+        })
+    }
+
+    async fn load(
+        &self,
+        sb: &Sandbox,
+        artifact: &sandbox_compiler::Artifact,
+        number: u32,
+        pending: &[Pending],
+    ) -> Result<ModuleMeta> {
+        let rt = Arc::clone(&sb.runtime);
+        let path = artifact.path.clone();
+        match blocking(move || rt.load(&path, number)).await? {
+            Ok(meta) => Ok(meta),
+            Err(e) => {
+                self.forget_pending(sb, pending).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn forget_pending(&self, sb: &Sandbox, pending: &[Pending]) {
+        for p in pending {
+            if let Err(e) = sb.runtime.forget(&p.module, p.number) {
+                tracing::debug!(sandbox = %sb.id, module = %p.module, error = %e, "forgetting an unused version");
+            }
+        }
+    }
+
+    /// Swaps `module` of sandbox `id` back (or forward) to retained
+    /// `version`, carrying its live state like any swap.
+    pub async fn rollback(&self, id: &str, module: &str, version: u32) -> Result<Swapped> {
+        let (this, id, module) = (self.clone(), id.to_owned(), module.to_owned());
+        detached(async move { this.rollback_detached(&id, &module, version).await }).await
+    }
+
+    async fn rollback_detached(&self, id: &str, module: &str, version: u32) -> Result<Swapped> {
+        let sb = self.get(id)?;
+        let span = tracing::info_span!("rollback", sandbox = %sb.id, module, version);
+        async {
+            let _op = sb.ops.lock().await;
+            self.ensure_running(&sb)?;
+            let (step, from, graph) = {
+                let state = sb.state.lock();
+                let rec = state
+                    .modules
+                    .get(module)
+                    .ok_or_else(|| unknown_module(&state, module))?;
+                let target = rec
+                    .history
+                    .rollback_target(version)
+                    .map_err(Error::Version)?;
+                let mut graph = state.graph.clone();
+                graph
+                    .insert(module, &target.dependencies)
+                    .map_err(Error::Dependencies)?;
+                graph
+                    .check_dependencies_known()
+                    .map_err(Error::Dependencies)?;
+                let step = SwapStep {
+                    migration: state.migrations.get(module).cloned(),
+                    ..SwapStep::new(module, version)
+                };
+                (step, rec.current(), graph)
+            };
+            let rt = Arc::clone(&sb.runtime);
+            if let Err(e) = blocking(move || rt.swap(std::slice::from_ref(&step))).await? {
+                self.inner.events.emit(
+                    &sb.id,
+                    EventKind::RolledBack {
+                        modules: vec![module.to_owned()],
+                        reason: e.to_string(),
+                    },
+                );
+                return Err(e.into());
+            }
+            {
+                let mut state = sb.state.lock();
+                if let Some(rec) = state.modules.get_mut(module) {
+                    rec.history.set_current(version).map_err(Error::Version)?;
+                }
+                state.graph = graph;
+                state.updated_at = SystemTime::now();
+            }
+            let events = &self.inner.events;
+            events.emit(
+                &sb.id,
+                EventKind::Rollback {
+                    module: module.to_owned(),
+                    from,
+                    to: version,
+                },
+            );
+            events.emit(
+                &sb.id,
+                EventKind::Swapped {
+                    module: module.to_owned(),
+                    from: Some(from),
+                    to: version,
+                },
+            );
+            Ok(Swapped {
+                module: module.to_owned(),
+                from: Some(from),
+                to: version,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Rebuilds every module instance of sandbox `id` from its current
+    /// version, carrying state, in dependency order.
+    pub async fn restart(&self, id: &str) -> Result<SandboxInfo> {
+        let (this, id) = (self.clone(), id.to_owned());
+        detached(async move { this.restart_detached(&id).await }).await
+    }
+
+    async fn restart_detached(&self, id: &str) -> Result<SandboxInfo> {
+        let sb = self.get(id)?;
+        let span = tracing::info_span!("restart", sandbox = %sb.id);
+        async {
+            let _op = sb.ops.lock().await;
+            self.ensure_running(&sb)?;
+            self.set_status(&sb, Status::Starting);
+            let steps: Vec<SwapStep> = {
+                let state = sb.state.lock();
+                state
+                    .graph
+                    .topological_levels()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| {
+                        let rec = state.modules.get(&m)?;
+                        Some(SwapStep {
+                            migration: state.migrations.get(&m).cloned(),
+                            ..SwapStep::new(m, rec.current())
+                        })
+                    })
+                    .collect()
+            };
+            let rt = Arc::clone(&sb.runtime);
+            let result = blocking(move || rt.swap(&steps)).await?;
+            self.set_status(&sb, Status::Running);
+            result?;
+            let restart_count = {
+                let mut state = sb.state.lock();
+                state.restart_count += 1;
+                state.restart_count
+            };
+            self.inner
+                .events
+                .emit(&sb.id, EventKind::Restarted { restart_count });
+            Ok(self.snapshot(&sb))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl Manager {
+    /// Watches sandbox `id`'s source and hot-reloads it on every save:
+    /// change set → build → swap. Saves during a build collapse into one
+    /// follow-up build; a compile error is an event with the diagnostics and
+    /// the current versions keep serving.
+    pub async fn enable_auto_reload(&self, id: &str) -> Result<()> {
+        let sb = self.get(id)?;
+        if self.inner.auto.drivers.lock().contains_key(&sb.id) {
+            return Ok(());
+        }
+        let events = self.inner.events.clone();
+        let preset = self.inner.make_watcher.lock().take();
+        let watcher = self
+            .inner
+            .auto
+            .watcher(
+                || match preset {
+                    Some(w) => Ok(w),
+                    None => Ok(Arc::new(sandbox_watch::NotifyWatcher::new(
+                        sandbox_watch::WatchConfig::default(),
+                    )?)),
+                },
+                move |key, message| {
+                    if let Ok(id) = SandboxId::new(key) {
+                        events.emit(
+                            &id,
+                            EventKind::Failed {
+                                operation: "watch".into(),
+                                kind: "watch".into(),
+                                message,
+                            },
+                        );
+                    }
+                },
+            )
+            .map_err(Error::Watch)?;
+        watcher
+            .watch(sb.id.as_str(), WatchSpec::new(&sb.spec.source))
+            .map_err(Error::Watch)?;
+        let wake = Arc::new(Notify::new());
+        let weak = Arc::downgrade(&self.inner);
+        let (task_wake, task_id) = (Arc::clone(&wake), sb.id.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                task_wake.notified().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let manager = Manager { inner };
+                // Failures are reported as events by hot_reload itself.
+                if let Err(e) = manager.hot_reload(task_id.as_str()).await {
+                    tracing::debug!(sandbox = %task_id, error = %e, "auto-reload failed");
+                    if matches!(e, Error::UnknownSandbox { .. }) {
+                        break;
+                    }
+                }
+            }
+        });
+        self.inner
+            .auto
+            .drivers
+            .lock()
+            .insert(sb.id.clone(), Driver { wake, task });
+        tracing::info!(sandbox = %sb.id, "auto-reload on");
+        Ok(())
+    }
+
+    /// Stops watching sandbox `id`; a reload already running finishes.
+    pub async fn disable_auto_reload(&self, id: &str) -> Result<()> {
+        let sb = self.get(id)?;
+        self.stop_auto_reload(&sb.id);
+        Ok(())
+    }
+
+    /// Whether sandbox `id` reloads on save.
+    pub fn auto_reload_enabled(&self, id: &str) -> bool {
+        self.inner.auto.drivers.lock().contains_key(id)
+    }
+
+    fn stop_auto_reload(&self, id: &SandboxId) {
+        if let Some(driver) = self.inner.auto.drivers.lock().remove(id) {
+            driver.task.abort();
+            if let Some(w) = self.inner.auto.watcher.lock().as_ref() {
+                let _ = w.unwatch(id.as_str());
+            }
+        }
+    }
+}
+
+fn unknown_module(state: &State, module: &str) -> Error {
+    Error::Isolate(sandbox_isolate::Error::UnknownModule {
+        module: module.to_owned(),
+        known: state.modules.keys().cloned().collect(),
+    })
+}
+
+fn new_version(p: &Pending) -> NewVersion {
+    NewVersion {
+        artifact_sha256: p.artifact.sha256.clone(),
+        source_hash: p.artifact.source_hash.clone(),
+        dependencies: p.meta.dependencies.clone(),
+        module_version: p.meta.version.clone(),
+        schema: p.meta.schema,
+    }
+}
