@@ -1,1 +1,121 @@
-fn main() {}
+//! The `sandbox` command.
+//!
+//! - `sandbox run DIR` hosts one sandbox built from DIR and speaks JSON lines
+//!   on stdin/stdout (see `protocol.rs` and the README).
+//! - `sandbox demo` is a scripted tour on the built-in counter example.
+//! - `sandbox new DIR` scaffolds a plugin crate that builds and loads as is.
+
+mod demo;
+mod protocol;
+mod run;
+mod scaffold;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sandbox_core::isolate::IsolationKind;
+use sandbox_core::security::Profile;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandbox",
+    version,
+    about = "Run plugin modules compiled from Rust source in sandboxes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Host one sandbox built from DIR and serve JSON-lines requests on stdin.
+    Run(RunArgs),
+    /// A scripted tour: create, call, edit, hot swap, a broken edit, rollback.
+    Demo(DemoArgs),
+    /// Scaffold a plugin crate in DIR that builds and loads with no edits.
+    New(NewArgs),
+}
+
+/// Options of `sandbox run`.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The plugin crate or workspace.
+    dir: PathBuf,
+    /// Sandbox id (default: the folder's name).
+    #[arg(long)]
+    id: Option<String>,
+    /// Where modules run: `in-process` or `process`.
+    #[arg(long, default_value = "in-process")]
+    isolation: IsolationKind,
+    /// Security profile the source is checked against: high, medium, low.
+    #[arg(long, default_value = "medium")]
+    profile: Profile,
+    /// Rebuild and hot-swap on every save.
+    #[arg(long)]
+    watch: bool,
+    /// Build without network access.
+    #[arg(long)]
+    offline: bool,
+    /// Versions kept per module for rollback.
+    #[arg(long, default_value_t = 10)]
+    history: usize,
+}
+
+/// Options of `sandbox demo`.
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Keep the demo's copy of the example instead of deleting it.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Options of `sandbox new`.
+#[derive(Debug, clap::Args)]
+struct NewArgs {
+    /// Folder to create (must not exist or be empty).
+    dir: PathBuf,
+    /// Module name (default: the folder's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Path of the `sandbox-plugin` crate to depend on (default: the one
+    /// this binary was built with).
+    #[arg(long)]
+    api: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDBOX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Demo(args) => demo::demo(args).await,
+            Command::New(args) => scaffold::new(args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
