@@ -37,8 +37,13 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// Defaults; the target and cache dirs live under `$SANDBOX_CACHE_DIR`
+    /// when that is set, else under `$XDG_CACHE_HOME/sandbox`.
     fn default() -> Self {
-        let cache = cache_home().join("sandbox");
+        let cache = match std::env::var_os("SANDBOX_CACHE_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => cache_home().join("sandbox"),
+        };
         Self {
             work_dir: std::env::temp_dir().join(format!("sandbox-{}", std::process::id())),
             target_dir: cache.join("target"),

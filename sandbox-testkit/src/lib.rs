@@ -207,6 +207,12 @@ impl TestSandbox {
         Ok(self.manager.info(self.id.as_str())?)
     }
 
+    /// Drops the events received so far (e.g. those of the creation), so
+    /// the next wait sees only what happens after this point.
+    pub fn drain_events(&mut self) {
+        while self.events.try_recv().is_ok() {}
+    }
+
     /// Waits for an event of this sandbox matching `predicate`.
     pub async fn await_event(
         &mut self,

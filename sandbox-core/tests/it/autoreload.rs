@@ -1,0 +1,170 @@
+//! Auto-reload: real files, real inotify events, real builds.
+
+use std::time::Duration;
+
+use sandbox_core::EventKind;
+use sandbox_testkit::{fixtures, TestSandbox};
+use serde_json::json;
+
+use crate::BUILD;
+
+fn swapped_to(v: u32) -> impl Fn(&EventKind) -> bool {
+    move |k| matches!(k, EventKind::Swapped { to, .. } if *to == v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_save_swaps_the_module_and_keeps_its_state() {
+    let mut sb = TestSandbox::example("counter").await.unwrap();
+    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
+    sb.drain_events();
+    assert!(sb.manager.auto_reload_enabled(sb.id.as_str()));
+    sb.call("counter", json!({"add": 2})).await.unwrap();
+    fixtures::bump_version(&sb.source().join("Cargo.toml")).unwrap();
+    sb.await_event("swap to v2", BUILD, swapped_to(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rapid_saves_cause_one_compile() {
+    let mut sb = TestSandbox::example("counter").await.unwrap();
+    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
+    sb.drain_events();
+    let lib = sb.read("src/lib.rs").unwrap();
+    for i in 0..10 {
+        sb.write("src/lib.rs", &format!("{lib}\n// save {i}\n"))
+            .unwrap();
+    }
+    let first = sb
+        .await_event("a compile", BUILD, |k| {
+            matches!(k, EventKind::CompileFinished { .. })
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        first.kind,
+        EventKind::CompileFinished { ok: true, .. }
+    ));
+    // Nothing else was pending: the next event to arrive (with a deadline)
+    // is not another compile.
+    let more = sb
+        .await_event("a second compile", Duration::from_secs(3), |k| {
+            matches!(k, EventKind::CompileStarted)
+        })
+        .await;
+    assert!(
+        more.is_err(),
+        "ten rapid saves caused more than one compile"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_in_one_sandbox_never_reloads_another() {
+    let mut a = TestSandbox::example("counter").await.unwrap();
+    let mut b = TestSandbox::example("counter").await.unwrap();
+    a.manager.enable_auto_reload(a.id.as_str()).await.unwrap();
+    b.manager.enable_auto_reload(b.id.as_str()).await.unwrap();
+    a.drain_events();
+    b.drain_events();
+    fixtures::bump_version(&a.source().join("Cargo.toml")).unwrap();
+    a.await_event("a swaps", BUILD, swapped_to(2))
+        .await
+        .unwrap();
+    let b_event = b
+        .await_event("b compiles", Duration::from_secs(3), |k| {
+            matches!(k, EventKind::CompileStarted)
+        })
+        .await;
+    assert!(
+        b_event.is_err(),
+        "sandbox b reacted to an edit of sandbox a"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_save_then_a_fixed_save() {
+    let mut sb = TestSandbox::example("counter").await.unwrap();
+    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
+    sb.drain_events();
+    sb.call("counter", json!({"add": 4})).await.unwrap();
+    let lib = sb.read("src/lib.rs").unwrap();
+    sb.write("src/lib.rs", &format!("{lib}\nfn broken( {{\n"))
+        .unwrap();
+    let failed = sb
+        .await_event("a failed compile", BUILD, |k| {
+            matches!(k, EventKind::CompileFinished { ok: false, .. })
+        })
+        .await
+        .unwrap();
+    let EventKind::CompileFinished { diagnostics, .. } = failed.kind else {
+        unreachable!()
+    };
+    assert!(diagnostics
+        .iter()
+        .any(|d| d.file.as_ref().is_some_and(|f| f.ends_with("src/lib.rs")) && d.line.is_some()));
+    assert_eq!(
+        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
+        5,
+        "the old version kept serving"
+    );
+    sb.write(
+        "src/lib.rs",
+        &lib.replacen("checked_add(add)", "checked_add(add * 2)", 1),
+    )
+    .unwrap();
+    sb.await_event("swap to v2", BUILD, swapped_to(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
+        7
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_folder_removed_is_an_error_event_and_the_sandbox_keeps_serving() {
+    let mut sb = TestSandbox::example("counter").await.unwrap();
+    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
+    sb.drain_events();
+    sb.call("counter", json!({"add": 1})).await.unwrap();
+    std::fs::remove_dir_all(sb.source()).unwrap();
+    let e = sb
+        .await_event(
+            "a watch failure",
+            BUILD,
+            |k| matches!(k, EventKind::Failed { operation, .. } if operation == "watch"),
+        )
+        .await
+        .unwrap();
+    assert!(format!("{:?}", e.kind).contains("disappeared"), "{e:?}");
+    assert_eq!(
+        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disable_stops_reloads() {
+    let mut sb = TestSandbox::example("counter").await.unwrap();
+    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
+    sb.drain_events();
+    sb.manager
+        .disable_auto_reload(sb.id.as_str())
+        .await
+        .unwrap();
+    assert!(!sb.manager.auto_reload_enabled(sb.id.as_str()));
+    fixtures::bump_version(&sb.source().join("Cargo.toml")).unwrap();
+    let e = sb
+        .await_event("a compile", Duration::from_secs(3), |k| {
+            matches!(k, EventKind::CompileStarted)
+        })
+        .await;
+    assert!(e.is_err(), "a disabled sandbox reloaded");
+    // A manual reload still works.
+    let report = sb.manager.hot_reload(sb.id.as_str()).await.unwrap();
+    assert_eq!(report.swapped.len(), 1);
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the `Manager`, with real cargo, real loading and
+//! real file-system events. Plugin builds are shared through
+//! `sandbox-testkit`'s target dir and cache.
+
+mod autoreload;
+mod bad_input;
+mod calls;
+mod hotswap;
+mod lifecycle;
+
+use std::time::Duration;
+
+/// How long a test waits for something that involves a cargo build.
+pub const BUILD: Duration = Duration::from_secs(600);
