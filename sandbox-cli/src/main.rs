@@ -61,6 +61,10 @@ struct RunArgs {
     /// Versions kept per module for rollback.
     #[arg(long, default_value_t = 10)]
     history: usize,
+    /// Folder for the shared cargo target dir and the build cache
+    /// (default: $SANDBOX_CACHE_DIR, else ~/.cache/sandbox).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 /// Options of `sandbox demo`.

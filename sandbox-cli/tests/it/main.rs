@@ -1,0 +1,6 @@
+//! End-to-end tests of the `sandbox` binary: the JSON-lines protocol of
+//! `sandbox run`, `sandbox new` and `sandbox demo`, with real builds.
+
+mod host;
+mod new_and_demo;
+mod run;
