@@ -1,0 +1,117 @@
+//! The layering rule: component crates are leaves.
+
+use anyhow::bail;
+
+/// Crates that must not depend on `sandbox-core` nor on each other.
+pub const COMPONENTS: &[&str] = &[
+    "sandbox-compiler",
+    "sandbox-versions",
+    "sandbox-watch",
+    "sandbox-monitor",
+    "sandbox-security",
+];
+
+/// Checks the rule on the workspace's `cargo metadata`; returns a one-line report.
+pub fn check() -> anyhow::Result<String> {
+    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec()?;
+    let violations = violations(&metadata);
+    if !violations.is_empty() {
+        bail!(
+            "component crates must be leaves:\n  {}",
+            violations.join("\n  ")
+        );
+    }
+    Ok(format!("layering ok: {} are leaves", COMPONENTS.join(", ")))
+}
+
+/// Every normal or build dependency of a component crate on `sandbox-core`
+/// or on another component crate, as "a -> b".
+pub fn violations(metadata: &cargo_metadata::Metadata) -> Vec<String> {
+    let mut out = Vec::new();
+    for package in metadata.workspace_packages() {
+        if !COMPONENTS.contains(&package.name.as_str()) {
+            continue;
+        }
+        for dep in &package.dependencies {
+            if dep.kind == cargo_metadata::DependencyKind::Development {
+                continue;
+            }
+            let name = dep.name.as_str();
+            if name == "sandbox-core"
+                || (COMPONENTS.contains(&name) && name != package.name.as_str())
+            {
+                out.push(format!("{} -> {}", package.name, name));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_workspace_keeps_the_rule() {
+        let metadata = cargo_metadata::MetadataCommand::new()
+            .no_deps()
+            .exec()
+            .unwrap();
+        assert_eq!(violations(&metadata), Vec::<String>::new());
+        // All five components are really there (the rule is not vacuous).
+        let names: Vec<&str> = metadata
+            .workspace_packages()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        for c in COMPONENTS {
+            assert!(names.contains(c), "{c} missing from the workspace");
+        }
+    }
+
+    #[test]
+    fn a_component_depending_on_core_or_a_sibling_is_caught() {
+        let dir = std::env::temp_dir().join(format!("xtask-deps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let krate = |name: &str, deps: &str| {
+            let d = dir.join(name);
+            std::fs::create_dir_all(d.join("src")).unwrap();
+            std::fs::write(d.join("src/lib.rs"), "").unwrap();
+            std::fs::write(
+                d.join("Cargo.toml"),
+                format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{deps}"),
+            )
+            .unwrap();
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[workspace]\nresolver = \"2\"\nmembers = [\"sandbox-core\", \"sandbox-watch\", \"sandbox-compiler\"]\n",
+        )
+        .unwrap();
+        krate("sandbox-core", "");
+        krate(
+            "sandbox-watch",
+            "sandbox-core = { path = \"../sandbox-core\" }\n",
+        );
+        krate(
+            "sandbox-compiler",
+            "sandbox-watch = { path = \"../sandbox-watch\" }\n",
+        );
+        let metadata = cargo_metadata::MetadataCommand::new()
+            .manifest_path(dir.join("Cargo.toml"))
+            .no_deps()
+            .exec()
+            .unwrap();
+        let mut found = violations(&metadata);
+        found.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            found,
+            [
+                "sandbox-compiler -> sandbox-watch",
+                "sandbox-watch -> sandbox-core"
+            ]
+        );
+    }
+}
