@@ -58,11 +58,13 @@ impl Isolator for InProcess {
                 work_dir: spec.work_dir.clone(),
                 libraries: Mutex::new(HashMap::new()),
                 modules: RwLock::new(BTreeMap::new()),
-                copies: AtomicU64::new(0),
             }),
         }))
     }
 }
+
+/// Counts loads in this process; names each load's copy of its artifact.
+static LOADS: AtomicU64 = AtomicU64::new(0);
 
 /// One loaded version of a module. Never unloaded: see ARCHITECTURE.md.
 struct Loaded {
@@ -89,7 +91,6 @@ struct Inner {
     work_dir: PathBuf,
     libraries: Mutex<HashMap<(String, u32), Arc<Loaded>>>,
     modules: RwLock<BTreeMap<String, Arc<Slot>>>,
-    copies: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -385,7 +386,10 @@ impl Runtime for InProcessRuntime {
             .entered();
         // A fresh file per load: the dynamic loader returns the image it
         // already has for a path (or inode) it has seen.
-        let seq = inner.copies.fetch_add(1, Ordering::Relaxed);
+        // Unique for the life of the process: the dynamic loader matches an
+        // already-loaded library by path name even after its file is gone, so
+        // no two loads (of any runtime, any sandbox) may ever share a path.
+        let seq = LOADS.fetch_add(1, Ordering::Relaxed);
         let copy = inner.work_dir.join(format!("v{version}-{seq}.so"));
         std::fs::copy(artifact, &copy).map_err(|source| Error::Io {
             action: "copying the artifact",

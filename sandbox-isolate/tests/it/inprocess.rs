@@ -344,3 +344,16 @@ fn a_host_migration_rewrites_state_across_schemas() {
     assert_eq!(saved[0].0, "counter");
     assert_eq!(saved[0].1.schema, 2);
 }
+
+#[test]
+fn runtimes_sharing_a_folder_never_get_each_others_libraries() {
+    // The loader matches a loaded library by path name even after its file
+    // is gone: every load must use a path never used before in the process.
+    let dir = tempfile::tempdir().unwrap();
+    let first = runtime(dir.path());
+    assert_eq!(first.load(&counter(), 1).unwrap().name, "counter");
+    drop(first);
+    let second = runtime(dir.path());
+    let meta = second.load(&probe(dir.path(), "other", &[], false, false), 1).unwrap();
+    assert_eq!(meta.name, "other");
+}
