@@ -170,12 +170,18 @@ impl CargoCompiler {
         Ok(self.toolchain.get_or_init(|| toolchain))
     }
 
-    fn cache_key(&self, source_hash: &str, profile: Profile, toolchain: &Toolchain) -> String {
+    fn cache_key(
+        &self,
+        source_hash: &str,
+        request: &BuildRequest,
+        toolchain: &Toolchain,
+    ) -> String {
         let mut hasher = Sha256::new();
         for part in [
             "sandbox-compiler key v1",
             source_hash,
-            profile.as_str(),
+            request.profile.as_str(),
+            request.debug_info.cargo_value().unwrap_or("profile"),
             &toolchain.verbose_version,
             &toolchain.host,
         ] {
@@ -257,6 +263,13 @@ impl CargoCompiler {
         }
         if request.profile == Profile::Release {
             spec = spec.arg("--release");
+        }
+        if let Some(debug) = request.debug_info.cargo_value() {
+            let profile = match request.profile {
+                Profile::Debug => "CARGO_PROFILE_DEV_DEBUG",
+                Profile::Release => "CARGO_PROFILE_RELEASE_DEBUG",
+            };
+            spec = spec.env(profile, debug);
         }
         spec
     }
@@ -366,7 +379,7 @@ impl Compiler for CargoCompiler {
         let toolchain = self.toolchain()?;
         let before = hash::digest(&source)?;
         let source_hash = before.hex();
-        let key = self.cache_key(&source_hash, request.profile, toolchain);
+        let key = self.cache_key(&source_hash, request, toolchain);
         tracing::debug!(files = before.len(), %source_hash, %key, "hashed source tree");
         if let Some(hit) = self.cache.lookup(&key, &source) {
             tracing::debug!("cache hit");
@@ -398,7 +411,7 @@ impl Compiler for CargoCompiler {
             (key, source_hash)
         } else if before.same_except_lockfile(&after) {
             let hash = after.hex();
-            (self.cache_key(&hash, request.profile, toolchain), hash)
+            (self.cache_key(&hash, request, toolchain), hash)
         } else {
             tracing::warn!("source tree changed during the build; not caching the result");
             let nanos = SystemTime::now()

