@@ -12,7 +12,10 @@ use parking_lot::Mutex;
 use sandbox_watch::{WatchEvent, Watcher};
 use tokio::sync::Notify;
 
-use crate::SandboxId;
+use sandbox_watch::WatchSpec;
+
+use crate::event::EventKind;
+use crate::{Error, Manager, Result, SandboxId};
 
 #[derive(Debug)]
 pub(crate) struct Driver {
@@ -77,5 +80,92 @@ impl AutoReload {
             .map_err(|source| sandbox_watch::Error::Thread { source })?;
         *slot = Some(Arc::clone(&watcher));
         Ok(watcher)
+    }
+}
+
+impl Manager {
+    /// Watches sandbox `id`'s source and hot-reloads it on every save:
+    /// change set → build → swap. Saves during a build collapse into one
+    /// follow-up build; a compile error is an event with the diagnostics and
+    /// the current versions keep serving.
+    pub async fn enable_auto_reload(&self, id: &str) -> Result<()> {
+        let sb = self.get(id)?;
+        if self.inner.auto.drivers.lock().contains_key(&sb.id) {
+            return Ok(());
+        }
+        let events = self.inner.events.clone();
+        let preset = self.inner.make_watcher.lock().take();
+        let watcher = self
+            .inner
+            .auto
+            .watcher(
+                || match preset {
+                    Some(w) => Ok(w),
+                    None => Ok(Arc::new(sandbox_watch::NotifyWatcher::new(
+                        sandbox_watch::WatchConfig::default(),
+                    )?)),
+                },
+                move |key, message| {
+                    if let Ok(id) = SandboxId::new(key) {
+                        events.emit(
+                            &id,
+                            EventKind::Failed {
+                                operation: "watch".into(),
+                                kind: "watch".into(),
+                                message,
+                            },
+                        );
+                    }
+                },
+            )
+            .map_err(Error::Watch)?;
+        watcher
+            .watch(sb.id.as_str(), WatchSpec::new(&sb.spec.source))
+            .map_err(Error::Watch)?;
+        let wake = Arc::new(Notify::new());
+        let weak = Arc::downgrade(&self.inner);
+        let (task_wake, task_id) = (Arc::clone(&wake), sb.id.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                task_wake.notified().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let manager = Manager { inner };
+                // Failures are reported as events by hot_reload itself.
+                if let Err(e) = manager.hot_reload(task_id.as_str()).await {
+                    tracing::debug!(sandbox = %task_id, error = %e, "auto-reload failed");
+                    if matches!(e, Error::UnknownSandbox { .. }) {
+                        break;
+                    }
+                }
+            }
+        });
+        self.inner
+            .auto
+            .drivers
+            .lock()
+            .insert(sb.id.clone(), Driver { wake, task });
+        tracing::info!(sandbox = %sb.id, "auto-reload on");
+        Ok(())
+    }
+
+    /// Stops watching sandbox `id`; a reload already running finishes.
+    pub async fn disable_auto_reload(&self, id: &str) -> Result<()> {
+        let sb = self.get(id)?;
+        self.stop_auto_reload(&sb.id);
+        Ok(())
+    }
+
+    /// Whether sandbox `id` reloads on save.
+    pub fn auto_reload_enabled(&self, id: &str) -> bool {
+        self.inner.auto.drivers.lock().contains_key(id)
+    }
+
+    pub(crate) fn stop_auto_reload(&self, id: &SandboxId) {
+        if let Some(driver) = self.inner.auto.drivers.lock().remove(id) {
+            driver.task.abort();
+            if let Some(w) = self.inner.auto.watcher.lock().as_ref() {
+                let _ = w.unwatch(id.as_str());
+            }
+        }
     }
 }

@@ -28,12 +28,29 @@ pub struct Config {
     pub offline: bool,
     /// Build profile of the modules.
     pub build_profile: sandbox_compiler::Profile,
+    /// Debug info of module builds. Default: none — libraries 10× smaller,
+    /// quicker to link, copy and load; panic messages keep file and line.
+    pub debug_info: sandbox_compiler::DebugInfo,
     /// Events buffered per subscriber before the oldest are dropped.
     pub event_capacity: usize,
     /// Entries in the result cache of pure modules (0 disables it).
     pub result_cache_capacity: usize,
     /// How long a cached result of a pure module stays valid.
     pub result_cache_ttl: Duration,
+    /// Process isolation: crashes tolerated within `restart_window` before a
+    /// sandbox is left in `Error`. Default 5.
+    pub max_restarts: u32,
+    /// Process isolation: the window `max_restarts` counts in. Default 60 s.
+    pub restart_window: Duration,
+    /// Process isolation: the wait before the first restart, doubled for each
+    /// further crash in the window. Default 50 ms.
+    pub restart_backoff: Duration,
+    /// Process isolation: how often module state is saved (it is also saved
+    /// after every swap); `None` saves only after swaps. Default 2 s.
+    pub checkpoint_interval: Option<Duration>,
+    /// Process isolation: swaps after which the worker is replaced (state
+    /// carried) to give back the memory of old versions; 0 never. Default 50.
+    pub recycle_after_swaps: u32,
 }
 
 impl Default for Config {
@@ -53,9 +70,15 @@ impl Default for Config {
             compile_memory: Some(8 << 30),
             offline: false,
             build_profile: sandbox_compiler::Profile::Debug,
+            debug_info: sandbox_compiler::DebugInfo::None,
             event_capacity: 4096,
             result_cache_capacity: 1024,
             result_cache_ttl: Duration::from_secs(60),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+            restart_backoff: Duration::from_millis(50),
+            checkpoint_interval: Some(Duration::from_secs(2)),
+            recycle_after_swaps: 50,
         }
     }
 }

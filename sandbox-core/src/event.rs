@@ -95,10 +95,23 @@ pub enum EventKind {
         /// The limit.
         limit: f64,
     },
-    /// The process hosting the modules died.
+    /// The process hosting the modules died; a restart from the last saved
+    /// state follows (`restarted`) unless the crash budget is spent.
     Crashed {
         /// Why, as far as the host can tell.
         cause: String,
+        /// The signal that ended it.
+        signal: Option<i32>,
+        /// Its exit code.
+        exit_code: Option<i32>,
+        /// The limit that was hit, when known.
+        limit: Option<String>,
+    },
+    /// The worker was replaced by a fresh one (state carried) after `swaps`
+    /// swaps, giving back the memory of old library versions.
+    Recycled {
+        /// Swaps since the previous worker started.
+        swaps: u32,
     },
     /// An operation failed (details in `message`).
     Failed {
@@ -128,6 +141,7 @@ impl EventKind {
             Self::Restarted { .. } => "restarted",
             Self::LimitExceeded { .. } => "limit_exceeded",
             Self::Crashed { .. } => "crashed",
+            Self::Recycled { .. } => "recycled",
             Self::Failed { .. } => "failed",
             Self::Destroyed => "destroyed",
         }

@@ -41,6 +41,8 @@ mod config;
 mod error;
 mod event;
 mod manager;
+mod supervise;
+mod swap;
 mod types;
 
 pub use config::Config;

@@ -7,22 +7,19 @@ use std::time::{Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 use sandbox_compiler::{BuildOutput, BuildRequest, Compiler};
-use sandbox_isolate::{
-    IsolationKind, Isolator, LaunchSpec, Migration, ModuleMeta, Runtime, SwapStep,
-};
+use sandbox_isolate::{IsolationKind, Isolator, Migration, ModuleMeta, Runtime, SwapStep};
 use sandbox_security::Policy;
 use sandbox_versions::{DependencyGraph, NewVersion, VersionHistory};
-use sandbox_watch::{WatchSpec, Watcher};
-use tokio::sync::Notify;
+use sandbox_watch::Watcher;
 use tracing::Instrument;
 
-use crate::autoreload::{AutoReload, Driver};
+use crate::autoreload::AutoReload;
 use crate::cache::ResultCache;
 use crate::event::{EventKind, EventStream, Events};
 use crate::types::IntoSandboxId;
 use crate::{
-    CallRequest, Config, Error, ModuleStatus, ReloadReport, Result, SandboxId, SandboxInfo,
-    SandboxSpec, Status, Swapped, VersionInfo,
+    CallRequest, Config, Error, ModuleStatus, Result, SandboxId, SandboxInfo, SandboxSpec, Status,
+    VersionInfo,
 };
 
 /// Creates, runs, hot-swaps and destroys sandboxes.
@@ -45,29 +42,29 @@ use crate::{
 /// ```
 #[derive(Debug, Clone)]
 pub struct Manager {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    config: Config,
-    compiler: Arc<dyn Compiler>,
-    in_process: Arc<dyn Isolator>,
-    process: Option<Arc<dyn Isolator>>,
-    policy: Arc<dyn Policy>,
-    events: Events,
-    registry: RwLock<Registry>,
-    results: ResultCache,
-    auto: AutoReload,
-    make_watcher: Mutex<Option<Arc<dyn Watcher>>>,
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) compiler: Arc<dyn Compiler>,
+    pub(crate) in_process: Arc<dyn Isolator>,
+    pub(crate) process: Option<Arc<dyn Isolator>>,
+    pub(crate) policy: Arc<dyn Policy>,
+    pub(crate) events: Events,
+    pub(crate) registry: RwLock<Registry>,
+    pub(crate) results: ResultCache,
+    pub(crate) auto: AutoReload,
+    pub(crate) make_watcher: Mutex<Option<Arc<dyn Watcher>>>,
 }
 
 #[derive(Debug, Default)]
-struct Registry {
-    sandboxes: BTreeMap<SandboxId, Arc<Sandbox>>,
+pub(crate) struct Registry {
+    pub(crate) sandboxes: BTreeMap<SandboxId, Arc<Sandbox>>,
     /// Ids being created: reserved so a concurrent duplicate is refused.
-    creating: std::collections::BTreeSet<SandboxId>,
-    generation: u64,
+    pub(crate) creating: std::collections::BTreeSet<SandboxId>,
+    pub(crate) generation: u64,
 }
 
 /// Builds a [`Manager`] with replaced components.
@@ -147,31 +144,41 @@ impl ManagerBuilder {
 
 /// One module's records.
 #[derive(Debug)]
-struct ModuleRecord {
-    history: VersionHistory,
+pub(crate) struct ModuleRecord {
+    pub(crate) history: VersionHistory,
     /// Metadata of each retained version.
-    metas: HashMap<u32, ModuleMeta>,
+    pub(crate) metas: HashMap<u32, ModuleMeta>,
     /// The cargo library target it is built from.
-    artifact: String,
+    pub(crate) artifact: String,
+    /// The artifact file of each retained version (to load it again into a
+    /// new worker).
+    pub(crate) paths: HashMap<u32, std::path::PathBuf>,
 }
 
 impl ModuleRecord {
-    fn current(&self) -> u32 {
+    pub(crate) fn current(&self) -> u32 {
         self.history.current().map(|r| r.number).unwrap_or(0)
     }
 
-    fn current_meta(&self) -> Option<&ModuleMeta> {
+    pub(crate) fn current_meta(&self) -> Option<&ModuleMeta> {
         self.metas.get(&self.current())
     }
 }
 
-struct State {
-    status: Status,
-    updated_at: SystemTime,
-    restart_count: u32,
-    modules: BTreeMap<String, ModuleRecord>,
-    graph: DependencyGraph,
-    migrations: HashMap<String, Migration>,
+pub(crate) struct State {
+    pub(crate) status: Status,
+    pub(crate) updated_at: SystemTime,
+    pub(crate) restart_count: u32,
+    pub(crate) modules: BTreeMap<String, ModuleRecord>,
+    pub(crate) graph: DependencyGraph,
+    pub(crate) migrations: HashMap<String, Migration>,
+    /// The last saved state of each module (process isolation: what a
+    /// restarted worker starts from).
+    pub(crate) saved: BTreeMap<String, sandbox_isolate::SavedState>,
+    /// Modules swapped since the runtime was launched (for recycling).
+    pub(crate) swaps: u32,
+    /// When the recent crash restarts happened.
+    pub(crate) recent_crashes: Vec<Instant>,
 }
 
 impl std::fmt::Debug for State {
@@ -184,15 +191,26 @@ impl std::fmt::Debug for State {
     }
 }
 
-struct Sandbox {
-    id: SandboxId,
-    spec: SandboxSpec,
-    generation: u64,
-    created_at: SystemTime,
-    runtime: Arc<dyn Runtime>,
-    state: Mutex<State>,
+pub(crate) struct Sandbox {
+    pub(crate) id: SandboxId,
+    pub(crate) spec: SandboxSpec,
+    pub(crate) generation: u64,
+    pub(crate) created_at: SystemTime,
+    /// The runtime hosting the modules; replaced when a worker is restarted
+    /// after a crash or recycled.
+    pub(crate) runtime: RwLock<Arc<dyn Runtime>>,
+    /// Counts runtime launches, so a crash report of a replaced runtime is ignored.
+    pub(crate) epoch: std::sync::atomic::AtomicU64,
+    pub(crate) state: Mutex<State>,
     /// Serializes the operations that change code: reload, rollback, restart.
-    ops: tokio::sync::Mutex<()>,
+    pub(crate) ops: tokio::sync::Mutex<()>,
+}
+
+impl Sandbox {
+    /// The current runtime.
+    pub(crate) fn runtime(&self) -> Arc<dyn Runtime> {
+        Arc::clone(&self.runtime.read())
+    }
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -206,7 +224,7 @@ impl std::fmt::Debug for Sandbox {
 
 /// Runs an operation to completion on its own task, so dropping the caller's
 /// future (a timeout, an aborted task) never stops it halfway through.
-async fn detached<T: Send + 'static>(
+pub(crate) async fn detached<T: Send + 'static>(
     f: impl std::future::Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
     tokio::spawn(f)
@@ -215,23 +233,25 @@ async fn detached<T: Send + 'static>(
 }
 
 /// Runs blocking work (cargo, dlopen, plugin code) off the async executor.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))
 }
 
-fn millis(d: std::time::Duration) -> u64 {
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
 /// A module version loaded for a pending swap, not yet in the history.
-struct Pending {
-    module: String,
-    number: u32,
-    meta: ModuleMeta,
-    artifact: sandbox_compiler::Artifact,
-    new_module: bool,
+pub(crate) struct Pending {
+    pub(crate) module: String,
+    pub(crate) number: u32,
+    pub(crate) meta: ModuleMeta,
+    pub(crate) artifact: sandbox_compiler::Artifact,
+    pub(crate) new_module: bool,
 }
 
 impl Manager {
@@ -263,7 +283,7 @@ impl Manager {
         self.inner.events.subscribe()
     }
 
-    fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
+    pub(crate) fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
         let registry = self.inner.registry.read();
         registry
             .sandboxes
@@ -275,7 +295,7 @@ impl Manager {
             })
     }
 
-    fn set_status(&self, sb: &Sandbox, to: Status) {
+    pub(crate) fn set_status(&self, sb: &Sandbox, to: Status) {
         let from = {
             let mut state = sb.state.lock();
             let from = std::mem::replace(&mut state.status, to);
@@ -296,9 +316,10 @@ impl Manager {
             .offline(config.offline)
             .timeout(config.compile_timeout)
             .memory_limit(config.compile_memory)
+            .debug_info(config.debug_info)
     }
 
-    async fn compile(&self, id: &SandboxId, source: &Path) -> Result<BuildOutput> {
+    pub(crate) async fn compile(&self, id: &SandboxId, source: &Path) -> Result<BuildOutput> {
         let events = &self.inner.events;
         events.emit(id, EventKind::CompileStarted);
         let compiler = Arc::clone(&self.inner.compiler);
@@ -338,7 +359,7 @@ impl Manager {
     /// (whose diagnostics say more) unless the profile is `high`, which
     /// refuses what it cannot read; the answer is then `Ok(true)`: check
     /// again after the build.
-    fn check_policy(&self, spec: &SandboxSpec) -> Result<bool> {
+    pub(crate) fn check_policy(&self, spec: &SandboxSpec) -> Result<bool> {
         match self.inner.policy.check(&spec.source, spec.profile) {
             Ok(_) => Ok(false),
             Err(sandbox_security::Error::Parse { .. })
@@ -350,7 +371,7 @@ impl Manager {
         }
     }
 
-    fn recheck_policy(&self, spec: &SandboxSpec, deferred: bool) -> Result<()> {
+    pub(crate) fn recheck_policy(&self, spec: &SandboxSpec, deferred: bool) -> Result<()> {
         if deferred {
             self.inner
                 .policy
@@ -360,7 +381,7 @@ impl Manager {
         Ok(())
     }
 
-    fn isolator(&self, kind: IsolationKind) -> Result<Arc<dyn Isolator>> {
+    pub(crate) fn isolator(&self, kind: IsolationKind) -> Result<Arc<dyn Isolator>> {
         match kind {
             IsolationKind::InProcess => Ok(Arc::clone(&self.inner.in_process)),
             IsolationKind::Process => self.inner.process.clone().ok_or_else(|| {
@@ -466,9 +487,7 @@ impl Manager {
             },
         );
         let isolator = self.isolator(spec.isolation)?;
-        let mut launch =
-            LaunchSpec::new(id.to_string(), self.inner.config.work_dir.join(id.as_str()));
-        launch.artifact_dirs = vec![self.inner.config.cache_dir.clone()];
+        let launch = self.launch_spec(id, &spec, generation, 0);
         let runtime: Arc<dyn Runtime> =
             Arc::from(blocking(move || isolator.launch(&launch)).await??);
 
@@ -523,12 +542,15 @@ impl Manager {
             history.set_current(number).map_err(Error::Version)?;
             let mut metas = HashMap::new();
             metas.insert(number, p.meta);
+            let mut paths = HashMap::new();
+            paths.insert(number, p.artifact.path);
             modules.insert(
                 p.module,
                 ModuleRecord {
                     history,
                     metas,
                     artifact: p.artifact.name,
+                    paths,
                 },
             );
         }
@@ -538,7 +560,8 @@ impl Manager {
             spec,
             generation,
             created_at: now,
-            runtime,
+            runtime: RwLock::new(runtime),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(State {
                 status: Status::Starting,
                 updated_at: now,
@@ -546,6 +569,9 @@ impl Manager {
                 modules,
                 graph,
                 migrations: HashMap::new(),
+                saved: BTreeMap::new(),
+                swaps: 0,
+                recent_crashes: Vec::new(),
             }),
             ops: tokio::sync::Mutex::new(()),
         });
@@ -558,6 +584,10 @@ impl Manager {
                     to: o.to,
                 },
             );
+        }
+        if sb.spec.isolation == IsolationKind::Process {
+            self.checkpoint(&sb).await;
+            self.spawn_checkpoints(&sb);
         }
         Ok(sb)
     }
@@ -630,8 +660,8 @@ impl Manager {
         sandboxes.iter().map(|sb| self.snapshot(sb)).collect()
     }
 
-    fn snapshot(&self, sb: &Sandbox) -> SandboxInfo {
-        let pid = sb.runtime.info().pid;
+    pub(crate) fn snapshot(&self, sb: &Sandbox) -> SandboxInfo {
+        let pid = sb.runtime().info().pid;
         let state = sb.state.lock();
         let modules = state
             .modules
@@ -704,7 +734,7 @@ impl Manager {
             _ => None,
         };
         let timeout = sb.spec.limits.call_timeout;
-        let rt = Arc::clone(&sb.runtime);
+        let rt = sb.runtime();
         let out = if sb.spec.isolation == IsolationKind::InProcess {
             // Abandon (not stop) an overrunning call without a thread per call.
             let m = module.clone();
@@ -825,537 +855,16 @@ impl Manager {
             })
             .collect())
     }
-
-    /// Rebuilds sandbox `id` and swaps every module whose artifact changed,
-    /// plus every module that depends on one, dependencies first, carrying
-    /// state, all or nothing. A compile error or a failed swap leaves the
-    /// current versions serving.
-    pub async fn hot_reload(&self, id: &str) -> Result<ReloadReport> {
-        let (this, id) = (self.clone(), id.to_owned());
-        detached(async move { this.hot_reload_detached(&id).await }).await
-    }
-
-    async fn hot_reload_detached(&self, id: &str) -> Result<ReloadReport> {
-        let sb = self.get(id)?;
-        let span = tracing::info_span!("hot_reload", sandbox = %sb.id);
-        async {
-            let _op = sb.ops.lock().await;
-            self.ensure_running(&sb)?;
-            self.set_status(&sb, Status::Reloading);
-            let result = self.reload_locked(&sb).await;
-            self.set_status(&sb, Status::Running);
-            if let Err(e) = &result {
-                self.inner.events.emit(
-                    &sb.id,
-                    EventKind::Failed {
-                        operation: "reload".into(),
-                        kind: e.kind().into(),
-                        message: e.to_string(),
-                    },
-                );
-            }
-            result
-        }
-        .instrument(span)
-        .await
-    }
-
-    fn ensure_running(&self, sb: &Sandbox) -> Result<()> {
-        let status = sb.state.lock().status;
-        if status != Status::Running {
-            return Err(Error::NotRunning {
-                id: sb.id.clone(),
-                status,
-                hint: "wait until it is running",
-            });
-        }
-        Ok(())
-    }
-
-    async fn reload_locked(&self, sb: &Arc<Sandbox>) -> Result<ReloadReport> {
-        let deferred = self.check_policy(&sb.spec)?;
-        let build = self.compile(&sb.id, &sb.spec.source).await?;
-        self.recheck_policy(&sb.spec, deferred)?;
-        let (cached, compile_millis) = (build.cached, millis(build.duration));
-        let started = Instant::now();
-
-        // Work out what changed, loading only artifacts never seen before.
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut switch_to: BTreeMap<String, u32> = BTreeMap::new();
-        for artifact in build.artifacts {
-            let known = {
-                let state = sb.state.lock();
-                state
-                    .modules
-                    .iter()
-                    .find(|(_, r)| r.artifact == artifact.name)
-                    .map(|(name, rec)| {
-                        let current_sha = rec.history.current().map(|c| c.artifact_sha256.clone());
-                        let existing = rec
-                            .history
-                            .find_checksum(&artifact.sha256)
-                            .map(|r| r.number);
-                        (
-                            name.clone(),
-                            current_sha,
-                            existing,
-                            rec.history.next_number(),
-                        )
-                    })
-            };
-            match known {
-                Some((_, Some(sha), _, _)) if sha == artifact.sha256 => {}
-                Some((module, _, Some(existing), _)) => {
-                    switch_to.insert(module, existing);
-                }
-                Some((module, _, None, number)) => {
-                    let meta = self.load(sb, &artifact, number, &pending).await?;
-                    if meta.name != module {
-                        self.forget_pending(sb, &pending).await;
-                        let _ = sb.runtime.forget(&meta.name, number);
-                        return Err(Error::DuplicateModule {
-                            module: meta.name,
-                            first: module,
-                            second: artifact.name,
-                        });
-                    }
-                    switch_to.insert(module.clone(), number);
-                    pending.push(Pending {
-                        module,
-                        number,
-                        meta,
-                        artifact,
-                        new_module: false,
-                    });
-                }
-                None => {
-                    let meta = self.load(sb, &artifact, 1, &pending).await?;
-                    let clash = sb.state.lock().modules.contains_key(&meta.name)
-                        || pending.iter().any(|p| p.module == meta.name);
-                    if clash {
-                        self.forget_pending(sb, &pending).await;
-                        let _ = sb.runtime.forget(&meta.name, 1);
-                        return Err(Error::DuplicateModule {
-                            module: meta.name,
-                            first: "an existing library".into(),
-                            second: artifact.name,
-                        });
-                    }
-                    switch_to.insert(meta.name.clone(), 1);
-                    pending.push(Pending {
-                        module: meta.name.clone(),
-                        number: 1,
-                        meta,
-                        artifact,
-                        new_module: true,
-                    });
-                }
-            }
-        }
-        if switch_to.is_empty() {
-            self.inner.events.emit(&sb.id, EventKind::Unchanged);
-            return Ok(ReloadReport {
-                swapped: Vec::new(),
-                changed: Vec::new(),
-                cached,
-                compile_millis,
-                swap_millis: 0,
-            });
-        }
-
-        // The new dependency graph and the reload order.
-        let plan = {
-            let state = sb.state.lock();
-            let mut graph = state.graph.clone();
-            let deps_of = |module: &str, number: u32| -> Vec<String> {
-                pending
-                    .iter()
-                    .find(|p| p.module == module && p.number == number)
-                    .map(|p| p.meta.dependencies.clone())
-                    .or_else(|| {
-                        state
-                            .modules
-                            .get(module)
-                            .and_then(|r| r.metas.get(&number))
-                            .map(|m| m.dependencies.clone())
-                    })
-                    .unwrap_or_default()
-            };
-            let mut planned = Ok(());
-            for (module, number) in &switch_to {
-                if let Err(e) = graph.insert(module, &deps_of(module, *number)) {
-                    planned = Err(e);
-                    break;
-                }
-            }
-            planned
-                .and_then(|()| graph.check_dependencies_known())
-                .and_then(|()| graph.reload_order(&switch_to.keys().cloned().collect::<Vec<_>>()))
-                .map(|order| {
-                    let steps: Vec<SwapStep> = order
-                        .into_iter()
-                        .flatten()
-                        .map(|module| {
-                            let version = switch_to.get(&module).copied().unwrap_or_else(|| {
-                                state.modules.get(&module).map(|r| r.current()).unwrap_or(0)
-                            });
-                            let exists = state.modules.contains_key(&module);
-                            SwapStep {
-                                carry_state: exists,
-                                migration: state.migrations.get(&module).cloned(),
-                                ..SwapStep::new(module, version)
-                            }
-                        })
-                        .collect();
-                    (graph, steps)
-                })
-        };
-        let (graph, steps) = match plan {
-            Ok(plan) => plan,
-            Err(e) => {
-                self.forget_pending(sb, &pending).await;
-                return Err(Error::Dependencies(e));
-            }
-        };
-        let modules: Vec<String> = steps.iter().map(|s| s.module.clone()).collect();
-        let rt = Arc::clone(&sb.runtime);
-        let swapped = blocking(move || rt.swap(&steps)).await?;
-        let outcomes = match swapped {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                self.forget_pending(sb, &pending).await;
-                self.inner.events.emit(
-                    &sb.id,
-                    EventKind::RolledBack {
-                        modules,
-                        reason: e.to_string(),
-                    },
-                );
-                return Err(e.into());
-            }
-        };
-
-        // Commit the records.
-        let now = SystemTime::now();
-        let mut evicted = Vec::new();
-        {
-            let mut state = sb.state.lock();
-            for p in pending {
-                let entry = state
-                    .modules
-                    .entry(p.module.clone())
-                    .or_insert_with(|| ModuleRecord {
-                        history: VersionHistory::with_default_retention(p.module.clone()),
-                        metas: HashMap::new(),
-                        artifact: p.artifact.name.clone(),
-                    });
-                if p.new_module {
-                    let _ = entry.history.set_retention(self.inner.config.history);
-                }
-                let recorded = entry.history.record(new_version(&p), now);
-                debug_assert_eq!(
-                    recorded.record().number,
-                    p.number,
-                    "loaded under the number the history assigns"
-                );
-                entry.metas.insert(p.number, p.meta);
-            }
-            for (module, number) in &switch_to {
-                if let Some(rec) = state.modules.get_mut(module) {
-                    rec.history.set_current(*number).map_err(Error::Version)?;
-                    for old in rec.history.take_evicted() {
-                        rec.metas.remove(&old.number);
-                        evicted.push((module.clone(), old.number));
-                    }
-                }
-            }
-            state.graph = graph;
-            state.updated_at = now;
-        }
-        for (module, number) in evicted {
-            if let Err(e) = sb.runtime.forget(&module, number) {
-                tracing::warn!(sandbox = %sb.id, module, number, error = %e, "could not drop an evicted version");
-            }
-        }
-        let swapped: Vec<Swapped> = outcomes
-            .into_iter()
-            .map(|o| Swapped {
-                module: o.module,
-                from: o.from,
-                to: o.to,
-            })
-            .collect();
-        for s in &swapped {
-            self.inner.events.emit(
-                &sb.id,
-                EventKind::Swapped {
-                    module: s.module.clone(),
-                    from: s.from,
-                    to: s.to,
-                },
-            );
-        }
-        Ok(ReloadReport {
-            swapped,
-            changed: switch_to.into_keys().collect(),
-            cached,
-            compile_millis,
-            swap_millis: millis(started.elapsed()),
-        })
-    }
-
-    async fn load(
-        &self,
-        sb: &Sandbox,
-        artifact: &sandbox_compiler::Artifact,
-        number: u32,
-        pending: &[Pending],
-    ) -> Result<ModuleMeta> {
-        let rt = Arc::clone(&sb.runtime);
-        let path = artifact.path.clone();
-        match blocking(move || rt.load(&path, number)).await? {
-            Ok(meta) => Ok(meta),
-            Err(e) => {
-                self.forget_pending(sb, pending).await;
-                Err(e.into())
-            }
-        }
-    }
-
-    async fn forget_pending(&self, sb: &Sandbox, pending: &[Pending]) {
-        for p in pending {
-            if let Err(e) = sb.runtime.forget(&p.module, p.number) {
-                tracing::debug!(sandbox = %sb.id, module = %p.module, error = %e, "forgetting an unused version");
-            }
-        }
-    }
-
-    /// Swaps `module` of sandbox `id` back (or forward) to retained
-    /// `version`, carrying its live state like any swap.
-    pub async fn rollback(&self, id: &str, module: &str, version: u32) -> Result<Swapped> {
-        let (this, id, module) = (self.clone(), id.to_owned(), module.to_owned());
-        detached(async move { this.rollback_detached(&id, &module, version).await }).await
-    }
-
-    async fn rollback_detached(&self, id: &str, module: &str, version: u32) -> Result<Swapped> {
-        let sb = self.get(id)?;
-        let span = tracing::info_span!("rollback", sandbox = %sb.id, module, version);
-        async {
-            let _op = sb.ops.lock().await;
-            self.ensure_running(&sb)?;
-            let (step, from, graph) = {
-                let state = sb.state.lock();
-                let rec = state
-                    .modules
-                    .get(module)
-                    .ok_or_else(|| unknown_module(&state, module))?;
-                let target = rec
-                    .history
-                    .rollback_target(version)
-                    .map_err(Error::Version)?;
-                let mut graph = state.graph.clone();
-                graph
-                    .insert(module, &target.dependencies)
-                    .map_err(Error::Dependencies)?;
-                graph
-                    .check_dependencies_known()
-                    .map_err(Error::Dependencies)?;
-                let step = SwapStep {
-                    migration: state.migrations.get(module).cloned(),
-                    ..SwapStep::new(module, version)
-                };
-                (step, rec.current(), graph)
-            };
-            let rt = Arc::clone(&sb.runtime);
-            if let Err(e) = blocking(move || rt.swap(std::slice::from_ref(&step))).await? {
-                self.inner.events.emit(
-                    &sb.id,
-                    EventKind::RolledBack {
-                        modules: vec![module.to_owned()],
-                        reason: e.to_string(),
-                    },
-                );
-                return Err(e.into());
-            }
-            {
-                let mut state = sb.state.lock();
-                if let Some(rec) = state.modules.get_mut(module) {
-                    rec.history.set_current(version).map_err(Error::Version)?;
-                }
-                state.graph = graph;
-                state.updated_at = SystemTime::now();
-            }
-            let events = &self.inner.events;
-            events.emit(
-                &sb.id,
-                EventKind::Rollback {
-                    module: module.to_owned(),
-                    from,
-                    to: version,
-                },
-            );
-            events.emit(
-                &sb.id,
-                EventKind::Swapped {
-                    module: module.to_owned(),
-                    from: Some(from),
-                    to: version,
-                },
-            );
-            Ok(Swapped {
-                module: module.to_owned(),
-                from: Some(from),
-                to: version,
-            })
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Rebuilds every module instance of sandbox `id` from its current
-    /// version, carrying state, in dependency order.
-    pub async fn restart(&self, id: &str) -> Result<SandboxInfo> {
-        let (this, id) = (self.clone(), id.to_owned());
-        detached(async move { this.restart_detached(&id).await }).await
-    }
-
-    async fn restart_detached(&self, id: &str) -> Result<SandboxInfo> {
-        let sb = self.get(id)?;
-        let span = tracing::info_span!("restart", sandbox = %sb.id);
-        async {
-            let _op = sb.ops.lock().await;
-            self.ensure_running(&sb)?;
-            self.set_status(&sb, Status::Starting);
-            let steps: Vec<SwapStep> = {
-                let state = sb.state.lock();
-                state
-                    .graph
-                    .topological_levels()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|m| {
-                        let rec = state.modules.get(&m)?;
-                        Some(SwapStep {
-                            migration: state.migrations.get(&m).cloned(),
-                            ..SwapStep::new(m, rec.current())
-                        })
-                    })
-                    .collect()
-            };
-            let rt = Arc::clone(&sb.runtime);
-            let result = blocking(move || rt.swap(&steps)).await?;
-            self.set_status(&sb, Status::Running);
-            result?;
-            let restart_count = {
-                let mut state = sb.state.lock();
-                state.restart_count += 1;
-                state.restart_count
-            };
-            self.inner
-                .events
-                .emit(&sb.id, EventKind::Restarted { restart_count });
-            Ok(self.snapshot(&sb))
-        }
-        .instrument(span)
-        .await
-    }
 }
 
-impl Manager {
-    /// Watches sandbox `id`'s source and hot-reloads it on every save:
-    /// change set → build → swap. Saves during a build collapse into one
-    /// follow-up build; a compile error is an event with the diagnostics and
-    /// the current versions keep serving.
-    pub async fn enable_auto_reload(&self, id: &str) -> Result<()> {
-        let sb = self.get(id)?;
-        if self.inner.auto.drivers.lock().contains_key(&sb.id) {
-            return Ok(());
-        }
-        let events = self.inner.events.clone();
-        let preset = self.inner.make_watcher.lock().take();
-        let watcher = self
-            .inner
-            .auto
-            .watcher(
-                || match preset {
-                    Some(w) => Ok(w),
-                    None => Ok(Arc::new(sandbox_watch::NotifyWatcher::new(
-                        sandbox_watch::WatchConfig::default(),
-                    )?)),
-                },
-                move |key, message| {
-                    if let Ok(id) = SandboxId::new(key) {
-                        events.emit(
-                            &id,
-                            EventKind::Failed {
-                                operation: "watch".into(),
-                                kind: "watch".into(),
-                                message,
-                            },
-                        );
-                    }
-                },
-            )
-            .map_err(Error::Watch)?;
-        watcher
-            .watch(sb.id.as_str(), WatchSpec::new(&sb.spec.source))
-            .map_err(Error::Watch)?;
-        let wake = Arc::new(Notify::new());
-        let weak = Arc::downgrade(&self.inner);
-        let (task_wake, task_id) = (Arc::clone(&wake), sb.id.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                task_wake.notified().await;
-                let Some(inner) = weak.upgrade() else { break };
-                let manager = Manager { inner };
-                // Failures are reported as events by hot_reload itself.
-                if let Err(e) = manager.hot_reload(task_id.as_str()).await {
-                    tracing::debug!(sandbox = %task_id, error = %e, "auto-reload failed");
-                    if matches!(e, Error::UnknownSandbox { .. }) {
-                        break;
-                    }
-                }
-            }
-        });
-        self.inner
-            .auto
-            .drivers
-            .lock()
-            .insert(sb.id.clone(), Driver { wake, task });
-        tracing::info!(sandbox = %sb.id, "auto-reload on");
-        Ok(())
-    }
-
-    /// Stops watching sandbox `id`; a reload already running finishes.
-    pub async fn disable_auto_reload(&self, id: &str) -> Result<()> {
-        let sb = self.get(id)?;
-        self.stop_auto_reload(&sb.id);
-        Ok(())
-    }
-
-    /// Whether sandbox `id` reloads on save.
-    pub fn auto_reload_enabled(&self, id: &str) -> bool {
-        self.inner.auto.drivers.lock().contains_key(id)
-    }
-
-    fn stop_auto_reload(&self, id: &SandboxId) {
-        if let Some(driver) = self.inner.auto.drivers.lock().remove(id) {
-            driver.task.abort();
-            if let Some(w) = self.inner.auto.watcher.lock().as_ref() {
-                let _ = w.unwatch(id.as_str());
-            }
-        }
-    }
-}
-
-fn unknown_module(state: &State, module: &str) -> Error {
+pub(crate) fn unknown_module(state: &State, module: &str) -> Error {
     Error::Isolate(sandbox_isolate::Error::UnknownModule {
         module: module.to_owned(),
         known: state.modules.keys().cloned().collect(),
     })
 }
 
-fn new_version(p: &Pending) -> NewVersion {
+pub(crate) fn new_version(p: &Pending) -> NewVersion {
     NewVersion {
         artifact_sha256: p.artifact.sha256.clone(),
         source_hash: p.artifact.source_hash.clone(),

@@ -278,6 +278,21 @@ pub async fn wait_for_compilation(
     .await
 }
 
+/// The runtime scratch folders of sandbox `id` that exist under the
+/// manager's work dir (one per launch: `<id>@<n>`); empty once it is gone.
+pub fn scratch_of(manager: &Manager, id: &str) -> Vec<PathBuf> {
+    let prefix = format!("{id}@");
+    std::fs::read_dir(&manager.config().work_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Fails unless sandbox `id` is running.
 pub fn assert_running(manager: &Manager, id: &str) -> Result<()> {
     let info = manager.info(id)?;

@@ -18,10 +18,12 @@ async fn refused(scratch: &Path, source: &Path, kind: &str) -> Error {
     assert!(m.list().is_empty(), "a failed create left a sandbox behind");
     assert!(m.info("bad").is_err());
     assert!(
-        !m.config().work_dir.join("bad").exists(),
+        sandbox_testkit::scratch_of(&m, "bad").is_empty(),
         "a failed create left its scratch folder"
     );
-    // The id is free again.
+    // The id is free again: a second attempt fails the same way, not as a duplicate.
+    let again = m.create("bad", SandboxSpec::new(source)).await.unwrap_err();
+    assert_eq!(again.kind(), kind, "{again}");
     err
 }
 

@@ -63,7 +63,10 @@ async fn a_sandbox_is_created_called_and_destroyed() {
         .unwrap_err();
     assert_eq!(err.kind(), "not_found");
     // The runtime's scratch folder is gone with it.
-    assert!(!sb.manager.config().work_dir.join(id.as_str()).exists());
+    assert!(
+        sandbox_testkit::scratch_of(&sb.manager, id.as_str()).is_empty(),
+        "scratch folders left behind"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,4 +167,16 @@ async fn plugin_log_lines_reach_the_host_tracing_subscriber() {
         text.contains("module=\"logger\"") || text.contains("module=logger"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_recreated_under_the_same_id_runs_its_new_code() {
+    let sb = TestSandbox::example("counter").await.unwrap();
+    let id = sb.id.clone();
+    assert_eq!(sb.call("counter", json!({"add": 1})).await.unwrap()["value"], 1);
+    sb.manager.destroy(id.as_str()).await.unwrap();
+    let lib = sb.read("src/lib.rs").unwrap();
+    sb.write("src/lib.rs", &lib.replacen("checked_add(add)", "checked_add(add * 100)", 1)).unwrap();
+    sb.manager.create(id.clone(), sandbox_core::SandboxSpec::new(sb.source())).await.unwrap();
+    assert_eq!(sb.call("counter", json!({"add": 1})).await.unwrap()["value"], 100);
 }

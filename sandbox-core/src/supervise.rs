@@ -1,0 +1,266 @@
+//! Keeping process sandboxes alive: launch specs with a crash handler,
+//! checkpoints of module state, restart after a crash (with backoff and a
+//! budget), and recycling a worker after many swaps.
+//!
+//! In-process sandboxes need none of this: a crash there is the host's.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sandbox_isolate::spawn::ChildLimits;
+use sandbox_isolate::{Crash, IsolationKind, LaunchSpec, Runtime, SavedState, SwapStep};
+
+use crate::event::EventKind;
+use crate::manager::{blocking, Sandbox};
+use crate::{Error, Manager, Result, SandboxId, SandboxSpec, Status};
+
+/// The kernel limits of a worker, from a sandbox's resource limits.
+pub(crate) fn child_limits(limits: &sandbox_monitor::ResourceLimits) -> ChildLimits {
+    ChildLimits {
+        address_space: limits.memory_bytes,
+        cpu_seconds: limits.cpu_seconds,
+        file_size: limits.file_size_bytes,
+        open_files: limits.open_files.map(u64::from),
+        processes: limits.threads.map(u64::from),
+        core_size: Some(0),
+    }
+}
+
+impl Manager {
+    /// What to launch a runtime of `spec` with; for process isolation the
+    /// crash handler restarts the sandbox (only while `epoch` is current).
+    pub(crate) fn launch_spec(
+        &self,
+        id: &SandboxId,
+        spec: &SandboxSpec,
+        generation: u64,
+        epoch: u64,
+    ) -> LaunchSpec {
+        // One folder per launch: a replaced runtime removes its own when it drops.
+        let work_dir = self.inner.config.work_dir.join(format!("{id}@{epoch}"));
+        let mut launch = LaunchSpec::new(id.to_string(), work_dir);
+        launch.artifact_dirs = vec![self.inner.config.cache_dir.clone()];
+        launch.limits = child_limits(&spec.limits);
+        launch.network = spec.profile.permissions().network;
+        if spec.isolation == IsolationKind::Process {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let weak = Arc::downgrade(&self.inner);
+                let id = id.clone();
+                launch.on_crash = Some(Arc::new(move |crash: Crash| {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let manager = Manager { inner };
+                    let id = id.clone();
+                    handle
+                        .spawn(async move { manager.recover(id, generation, epoch, crash).await });
+                }));
+            }
+        }
+        launch
+    }
+
+    /// After a committed swap of `swapped` modules: checkpoint the new
+    /// state, or recycle the worker when it has swapped enough.
+    pub(crate) async fn after_swap(&self, sb: &Arc<Sandbox>, swapped: usize) {
+        if sb.spec.isolation != IsolationKind::Process {
+            return;
+        }
+        let recycle = {
+            let mut state = sb.state.lock();
+            state.swaps = state.swaps.saturating_add(swapped as u32);
+            let every = self.inner.config.recycle_after_swaps;
+            every > 0 && state.swaps >= every
+        };
+        if recycle {
+            let swaps = sb.state.lock().swaps;
+            match self.relaunch(sb, true).await {
+                Ok(()) => self
+                    .inner
+                    .events
+                    .emit(&sb.id, EventKind::Recycled { swaps }),
+                Err(e) => {
+                    tracing::warn!(sandbox = %sb.id, error = %e, "could not recycle the worker")
+                }
+            }
+            return;
+        }
+        self.checkpoint(sb).await;
+    }
+
+    /// Saves every module's state as the one a restarted worker starts from.
+    pub(crate) async fn checkpoint(&self, sb: &Sandbox) {
+        let rt = sb.runtime();
+        match blocking(move || rt.checkpoint()).await {
+            Ok(Ok(states)) => sb.state.lock().saved = states.into_iter().collect(),
+            Ok(Err(e)) => tracing::debug!(sandbox = %sb.id, error = %e, "checkpoint failed"),
+            Err(e) => tracing::debug!(sandbox = %sb.id, error = %e, "checkpoint task failed"),
+        }
+    }
+
+    /// Checkpoints a process sandbox every `checkpoint_interval` while it runs.
+    pub(crate) fn spawn_checkpoints(&self, sb: &Arc<Sandbox>) {
+        if sb.spec.isolation != IsolationKind::Process {
+            return;
+        }
+        let Some(every) = self.inner.config.checkpoint_interval else {
+            return;
+        };
+        let (weak_sb, weak) = (Arc::downgrade(sb), Arc::downgrade(&self.inner));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (Some(sb), Some(inner)) = (weak_sb.upgrade(), weak.upgrade()) else {
+                    break;
+                };
+                if sb.state.lock().status != Status::Running {
+                    continue;
+                }
+                // Never alongside a swap or a restart.
+                let Ok(_op) = sb.ops.try_lock() else { continue };
+                Manager { inner }.checkpoint(&sb).await;
+            }
+        });
+    }
+
+    /// Replaces the sandbox's runtime with a fresh one running the current
+    /// version of every module, restored from the live state (`from_live`,
+    /// for restart and recycling) or from the last checkpoint (after a crash).
+    /// The caller holds the sandbox's `ops` lock.
+    pub(crate) async fn relaunch(&self, sb: &Arc<Sandbox>, from_live: bool) -> Result<()> {
+        let states: BTreeMap<String, SavedState> = if from_live {
+            let old = sb.runtime();
+            blocking(move || old.checkpoint())
+                .await??
+                .into_iter()
+                .collect()
+        } else {
+            sb.state.lock().saved.clone()
+        };
+        let epoch = sb.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let launch = self.launch_spec(&sb.id, &sb.spec, sb.generation, epoch);
+        let isolator = self.isolator(sb.spec.isolation)?;
+        let (loads, steps) = {
+            let state = sb.state.lock();
+            let mut loads = Vec::new();
+            let mut steps = Vec::new();
+            for module in state.graph.topological_levels().into_iter().flatten() {
+                let Some(rec) = state.modules.get(&module) else {
+                    continue;
+                };
+                let number = rec.current();
+                let path = rec.paths.get(&number).cloned().ok_or_else(|| {
+                    Error::Internal(format!(
+                        "no artifact recorded for {module} version {number}"
+                    ))
+                })?;
+                loads.push((path, number));
+                steps.push(SwapStep {
+                    carry_state: false,
+                    initial_state: states.get(&module).cloned(),
+                    migration: state.migrations.get(&module).cloned(),
+                    ..SwapStep::new(module, number)
+                });
+            }
+            (loads, steps)
+        };
+        let runtime: Arc<dyn Runtime> = blocking(move || -> Result<Arc<dyn Runtime>> {
+            let rt = isolator.launch(&launch)?;
+            for (path, number) in &loads {
+                rt.load(path, *number)?;
+            }
+            rt.swap(&steps)?;
+            Ok(Arc::from(rt))
+        })
+        .await??;
+        // The old runtime (its worker) goes when its last call returns.
+        *sb.runtime.write() = runtime;
+        let mut state = sb.state.lock();
+        state.swaps = 0;
+        state.saved = states;
+        Ok(())
+    }
+
+    /// Handles the death of runtime `epoch` of sandbox `id`: reports it,
+    /// then restarts the sandbox from its last checkpoint, after a backoff,
+    /// unless it crashed more than `max_restarts` times within
+    /// `restart_window` (then its status is `Error`).
+    pub(crate) async fn recover(&self, id: SandboxId, generation: u64, epoch: u64, crash: Crash) {
+        let Ok(sb) = self.get(id.as_str()) else {
+            return;
+        };
+        if sb.generation != generation || sb.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        tracing::warn!(sandbox = %sb.id, cause = %crash.cause, "worker crashed");
+        self.inner.events.emit(
+            &sb.id,
+            EventKind::Crashed {
+                cause: crash.cause.clone(),
+                signal: crash.signal,
+                exit_code: crash.exit_code,
+                limit: crash.limit.clone(),
+            },
+        );
+        self.set_status(&sb, Status::Starting);
+        let _op = sb.ops.lock().await;
+        if sb.epoch.load(Ordering::SeqCst) != epoch {
+            return; // restarted meanwhile
+        }
+        let config = &self.inner.config;
+        let crashes = {
+            let mut state = sb.state.lock();
+            state
+                .recent_crashes
+                .retain(|t| t.elapsed() < config.restart_window);
+            state.recent_crashes.push(Instant::now());
+            state.recent_crashes.len() as u32
+        };
+        if crashes > config.max_restarts {
+            self.set_status(&sb, Status::Error);
+            self.inner.events.emit(
+                &sb.id,
+                EventKind::Failed {
+                    operation: "restart".into(),
+                    kind: "resource".into(),
+                    message: format!(
+                        "the worker crashed {crashes} times within {:?} (last: {}); not restarting it again — fix the module and call restart",
+                        config.restart_window, crash.cause
+                    ),
+                },
+            );
+            return;
+        }
+        let backoff = config
+            .restart_backoff
+            .saturating_mul(1 << (crashes - 1).min(6));
+        tokio::time::sleep(backoff).await;
+        match self.relaunch(&sb, false).await {
+            Ok(()) => {
+                let restart_count = {
+                    let mut state = sb.state.lock();
+                    state.restart_count += 1;
+                    state.restart_count
+                };
+                self.set_status(&sb, Status::Running);
+                self.inner
+                    .events
+                    .emit(&sb.id, EventKind::Restarted { restart_count });
+            }
+            Err(e) => {
+                self.set_status(&sb, Status::Error);
+                self.inner.events.emit(
+                    &sb.id,
+                    EventKind::Failed {
+                        operation: "restart".into(),
+                        kind: e.kind().into(),
+                        message: e.to_string(),
+                    },
+                );
+            }
+        }
+    }
+}
