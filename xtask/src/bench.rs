@@ -14,13 +14,19 @@ use crate::{cargo, run};
 
 pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let root = workspace_root()?;
-    let mut cmd = cargo();
-    cmd.args(["bench", "--workspace"]).current_dir(&root);
-    if let Some(filter) = args.first() {
-        cmd.args(["--", filter.as_str()]);
+    // `cargo xtask bench --report` rewrites BENCHMARKS.md from the last run.
+    if args.first().map(String::as_str) != Some("--report") {
+        let mut cmd = cargo();
+        cmd.args(["bench", "--workspace"]).current_dir(&root);
+        if let Some(filter) = args.first() {
+            cmd.args(["--", filter.as_str()]);
+        }
+        run(&mut cmd)?;
     }
-    run(&mut cmd)?;
-    let report = report(&root.join("target"))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let report = report(&target)?;
     let out = root.join("BENCHMARKS.md");
     std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
     println!("{report}");
@@ -107,14 +113,15 @@ pub fn report(target: &Path) -> anyhow::Result<String> {
             .collect();
         extras.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         if !extras.is_empty() {
-            writeln!(out, "\n| measurement | p50 | p99 | n | note |")?;
-            writeln!(out, "|---|---|---|---|---|")?;
+            writeln!(out, "\n| measurement | p50 | p90 | p99 | n | note |")?;
+            writeln!(out, "|---|---|---|---|---|---|")?;
             for e in extras {
                 writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} |",
                     e["name"].as_str().unwrap_or("?"),
                     e["p50_ns"].as_f64().map(human).unwrap_or_default(),
+                    e["p90_ns"].as_f64().map(human).unwrap_or_default(),
                     e["p99_ns"].as_f64().map(human).unwrap_or_default(),
                     e["n"].as_u64().unwrap_or(0),
                     e["note"].as_str().unwrap_or(""),

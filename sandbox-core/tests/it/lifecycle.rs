@@ -173,10 +173,23 @@ async fn plugin_log_lines_reach_the_host_tracing_subscriber() {
 async fn a_sandbox_recreated_under_the_same_id_runs_its_new_code() {
     let sb = TestSandbox::example("counter").await.unwrap();
     let id = sb.id.clone();
-    assert_eq!(sb.call("counter", json!({"add": 1})).await.unwrap()["value"], 1);
+    assert_eq!(
+        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
+        1
+    );
     sb.manager.destroy(id.as_str()).await.unwrap();
     let lib = sb.read("src/lib.rs").unwrap();
-    sb.write("src/lib.rs", &lib.replacen("checked_add(add)", "checked_add(add * 100)", 1)).unwrap();
-    sb.manager.create(id.clone(), sandbox_core::SandboxSpec::new(sb.source())).await.unwrap();
-    assert_eq!(sb.call("counter", json!({"add": 1})).await.unwrap()["value"], 100);
+    sb.write(
+        "src/lib.rs",
+        &lib.replacen("checked_add(add)", "checked_add(add * 100)", 1),
+    )
+    .unwrap();
+    sb.manager
+        .create(id.clone(), sandbox_core::SandboxSpec::new(sb.source()))
+        .await
+        .unwrap();
+    assert_eq!(
+        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
+        100
+    );
 }
