@@ -1,7 +1,6 @@
 //! Hot swap: state kept, migrations, all-or-nothing batches, reload order,
 //! identical rebuilds, history bound, rollback, and a stress test.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sandbox_core::{Config, EventKind, Manager, SandboxSpec};
@@ -386,54 +385,27 @@ async fn stress_calls_never_fail_while_the_module_is_swapped_and_rolled_back() {
     let id = sb.id.clone();
     fixtures::bump_version(&sb.source().join("Cargo.toml")).unwrap();
     sb.manager.hot_reload(id.as_str()).await.unwrap();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let succeeded = Arc::new(AtomicU64::new(0));
-    let mut callers = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let (m, id, done, succeeded) = (
-            sb.manager.clone(),
-            id.clone(),
-            Arc::clone(&done),
-            Arc::clone(&succeeded),
-        );
-        callers.spawn(async move {
-            let mut failures = Vec::new();
-            while !done.load(Ordering::Acquire) {
-                match m.call(id.as_str(), "counter", br#"{"add":1}"#).await {
-                    Ok(_) => {
-                        succeeded.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            failures
-        });
+    // 8 callers make 20 000 calls while the module is swapped between its
+    // two versions, again and again until they are done (at least 100 times).
+    let (manager, caller_id) = (sb.manager.clone(), id.clone());
+    let callers = tokio::spawn(sandbox_testkit::stress::run(8, 20_000, move |_| {
+        let (m, id) = (manager.clone(), caller_id.clone());
+        async move { m.call(id.as_str(), "counter", br#"{"add":1}"#).await.map(|_| ()) }
+    }));
+    let mut swaps = 0;
+    while swaps < 100 || !callers.is_finished() {
+        let target = if swaps % 2 == 0 { 1 } else { 2 };
+        sb.manager.rollback(id.as_str(), "counter", target).await.unwrap();
+        swaps += 1;
     }
-    // 100 swaps between the two versions while the callers hammer the module.
-    for i in 0..100 {
-        let target = if i % 2 == 0 { 1 } else { 2 };
-        sb.manager
-            .rollback(id.as_str(), "counter", target)
-            .await
-            .unwrap();
-    }
-    done.store(true, Ordering::Release);
-    let mut failures = Vec::new();
-    while let Some(joined) = callers.join_next().await {
-        failures.extend(joined.unwrap());
-    }
-    assert!(
-        failures.is_empty(),
-        "calls failed during swaps: {:?}",
-        &failures[..failures.len().min(3)]
+    let report = callers.await.unwrap();
+    eprintln!("stress: {swaps} swaps during the calls");
+    eprintln!(
+        "stress: {} calls, {:.0}/s, p50 {:?}, p99 {:?}, max {:?}",
+        report.calls, report.throughput, report.p50, report.p99, report.max
     );
-    let total = sb.call("counter", json!({"add": 0})).await.unwrap()["value"]
-        .as_u64()
-        .unwrap();
-    assert!(succeeded.load(Ordering::Relaxed) > 0);
-    assert_eq!(
-        total,
-        succeeded.load(Ordering::Relaxed),
-        "every successful call counted exactly once"
-    );
+    assert_eq!(report.failures, 0, "calls failed during swaps: {:?}", report.errors);
+    assert_eq!(report.calls, 20_000);
+    let total = sb.call("counter", json!({"add": 0})).await.unwrap()["value"].as_u64().unwrap();
+    assert_eq!(total, 20_000, "every call counted exactly once across {swaps} swaps");
 }
