@@ -354,6 +354,8 @@ fn runtimes_sharing_a_folder_never_get_each_others_libraries() {
     assert_eq!(first.load(&counter(), 1).unwrap().name, "counter");
     drop(first);
     let second = runtime(dir.path());
-    let meta = second.load(&probe(dir.path(), "other", &[], false, false), 1).unwrap();
+    let meta = second
+        .load(&probe(dir.path(), "other", &[], false, false), 1)
+        .unwrap();
     assert_eq!(meta.name, "other");
 }
