@@ -390,12 +390,19 @@ async fn stress_calls_never_fail_while_the_module_is_swapped_and_rolled_back() {
     let (manager, caller_id) = (sb.manager.clone(), id.clone());
     let callers = tokio::spawn(sandbox_testkit::stress::run(8, 20_000, move |_| {
         let (m, id) = (manager.clone(), caller_id.clone());
-        async move { m.call(id.as_str(), "counter", br#"{"add":1}"#).await.map(|_| ()) }
+        async move {
+            m.call(id.as_str(), "counter", br#"{"add":1}"#)
+                .await
+                .map(|_| ())
+        }
     }));
     let mut swaps = 0;
     while swaps < 100 || !callers.is_finished() {
         let target = if swaps % 2 == 0 { 1 } else { 2 };
-        sb.manager.rollback(id.as_str(), "counter", target).await.unwrap();
+        sb.manager
+            .rollback(id.as_str(), "counter", target)
+            .await
+            .unwrap();
         swaps += 1;
     }
     let report = callers.await.unwrap();
@@ -404,8 +411,17 @@ async fn stress_calls_never_fail_while_the_module_is_swapped_and_rolled_back() {
         "stress: {} calls, {:.0}/s, p50 {:?}, p99 {:?}, max {:?}",
         report.calls, report.throughput, report.p50, report.p99, report.max
     );
-    assert_eq!(report.failures, 0, "calls failed during swaps: {:?}", report.errors);
+    assert_eq!(
+        report.failures, 0,
+        "calls failed during swaps: {:?}",
+        report.errors
+    );
     assert_eq!(report.calls, 20_000);
-    let total = sb.call("counter", json!({"add": 0})).await.unwrap()["value"].as_u64().unwrap();
-    assert_eq!(total, 20_000, "every call counted exactly once across {swaps} swaps");
+    let total = sb.call("counter", json!({"add": 0})).await.unwrap()["value"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        total, 20_000,
+        "every call counted exactly once across {swaps} swaps"
+    );
 }
