@@ -160,6 +160,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The worker process hosting the sandbox's modules died (or was
+    /// killed); the request did not complete and the runtime is unusable.
+    #[error("the worker process of this sandbox died: {cause}; restart the sandbox to continue from its last saved state")]
+    WorkerDied {
+        /// Why it died, as [`Crash::cause`](crate::Crash::cause) says.
+        cause: String,
+    },
+    /// The worker process could not be started, or broke the protocol.
+    #[error("worker process: {message}; check that the worker command runs `sandbox_isolate::worker::worker_main`")]
+    Worker {
+        /// What went wrong.
+        message: String,
+    },
+    /// The jail could not be set up, or this kernel lacks a layer the
+    /// sandbox requires.
+    #[error("cannot jail the worker process: {0}")]
+    Jail(#[from] crate::jail::JailError),
 }
 
 fn list(names: &[String]) -> String {

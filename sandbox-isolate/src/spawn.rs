@@ -3,15 +3,21 @@
 //! Every child the workspace starts — `cargo` for the compiler, the worker
 //! process of a sandbox — is built with [`ChildSpec`] and started by
 //! [`spawn`], so a scrubbed environment, resource limits, a process group of
-//! its own and death-with-parent cannot be forgotten.
+//! its own and death-with-parent cannot be forgotten. A spec with a
+//! [`JailConfig`] (see [`ChildSpec::jail`]) also gets the jail's namespaces,
+//! uid, landlock and seccomp layers.
 
-#![allow(unsafe_code)] // `pre_exec` to set rlimits in the child.
+#![allow(unsafe_code)] // `pre_exec` to set rlimits and the jail in the child.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use crate::jail::{JailConfig, Prepared};
 
 use rustix::process::{Resource, Rlimit};
 
@@ -29,7 +35,7 @@ pub const BASE_ENV: &[&str] = &[
 ];
 
 /// Kernel-enforced limits applied to a child with `setrlimit` before it execs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChildLimits {
     /// Address space in bytes (`RLIMIT_AS`).
     pub address_space: Option<u64>,
@@ -55,6 +61,8 @@ pub struct ChildSpec {
     inherit: Vec<OsString>,
     limits: ChildLimits,
     stdin: bool,
+    jail: Option<JailConfig>,
+    pass_fd: Option<(Arc<OwnedFd>, RawFd)>,
 }
 
 impl ChildSpec {
@@ -71,6 +79,8 @@ impl ChildSpec {
                 ..ChildLimits::default()
             },
             stdin: false,
+            jail: None,
+            pass_fd: None,
         }
     }
 
@@ -128,6 +138,32 @@ impl ChildSpec {
         self
     }
 
+    /// Runs the child in a jail (see [`crate::jail`]): namespaces, a
+    /// non-root uid, and the landlock and seccomp layers `config` asks for.
+    /// [`spawn`] fails if a layer `config` requires is missing.
+    ///
+    /// The [`Child`] that [`spawn`] returns is then the jail's reaper: the
+    /// program itself runs as pid 1 of a new pid namespace, and the reaper
+    /// exits the way the program does (same code, or killed by the same
+    /// signal). Killing the reaper's process group ([`kill_group`]) kills
+    /// the whole namespace.
+    pub fn jail(mut self, config: JailConfig) -> Self {
+        self.jail = Some(config);
+        self
+    }
+
+    /// Passes `fd` to the child as descriptor number `target` (the only
+    /// descriptor besides stdio that the child inherits).
+    pub fn pass_fd(mut self, fd: OwnedFd, target: RawFd) -> Self {
+        self.pass_fd = Some((Arc::new(fd), target));
+        self
+    }
+
+    /// The jail this spec runs the child in, if any.
+    pub fn jail_config(&self) -> Option<&JailConfig> {
+        self.jail.as_ref()
+    }
+
     /// The program this spec runs.
     pub fn program(&self) -> &Path {
         &self.program
@@ -164,20 +200,53 @@ pub fn spawn(spec: &ChildSpec) -> io::Result<Child> {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
-    let limits = spec.limits.clone();
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // the async-signal-safe `prctl` and `setrlimit` syscalls (no allocation:
-    // `limits` was cloned before the fork).
-    unsafe {
-        cmd.pre_exec(move || apply_in_child(&limits));
+    if let Some(jail) = &spec.jail {
+        let prepared = Prepared::new(jail, &spec.limits, spec.pass_fd.clone())?;
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes system calls on values prepared before the fork (see
+        // `Prepared::run_in_child`); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || prepared.run_in_child());
+        }
+    } else {
+        let limits = spec.limits.clone();
+        let pass_fd = spec.pass_fd.clone();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes the async-signal-safe `prctl`, `setrlimit`, `dup2` and `fcntl`
+        // syscalls (no allocation: `limits` was cloned before the fork).
+        unsafe {
+            cmd.pre_exec(move || apply_in_child(&limits, pass_fd.as_ref()));
+        }
     }
     let child = cmd.spawn()?;
-    tracing::debug!(program = %spec.program.display(), pid = child.id(), "spawned child");
+    tracing::debug!(program = %spec.program.display(), pid = child.id(), jailed = spec.jail.is_some(), "spawned child");
     Ok(child)
 }
 
-fn apply_in_child(limits: &ChildLimits) -> io::Result<()> {
+fn apply_in_child(limits: &ChildLimits, pass_fd: Option<&(Arc<OwnedFd>, RawFd)>) -> io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    set_rlimits(limits)?;
+    if let Some((fd, target)) = pass_fd {
+        use std::os::fd::AsRawFd;
+        let src = fd.as_raw_fd();
+        // SAFETY: plain descriptor system calls in the forked child.
+        let rc = unsafe {
+            if src == *target {
+                libc::fcntl(src, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(src, *target)
+            }
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sets the rlimits `limits` names (soft and hard) on the calling process.
+/// Allocation-free, so it may run between fork and exec.
+pub(crate) fn set_rlimits(limits: &ChildLimits) -> io::Result<()> {
     let set = |resource, value: Option<u64>| -> io::Result<()> {
         if let Some(v) = value {
             rustix::process::setrlimit(
@@ -191,7 +260,17 @@ fn apply_in_child(limits: &ChildLimits) -> io::Result<()> {
         Ok(())
     };
     set(Resource::As, limits.address_space)?;
-    set(Resource::Cpu, limits.cpu_seconds)?;
+    // The soft CPU limit sends SIGXCPU, which a host can tell apart from any
+    // other kill; the hard one (SIGKILL) follows a second later.
+    if let Some(v) = limits.cpu_seconds {
+        rustix::process::setrlimit(
+            Resource::Cpu,
+            Rlimit {
+                current: Some(v),
+                maximum: Some(v.saturating_add(1)),
+            },
+        )?;
+    }
     set(Resource::Fsize, limits.file_size)?;
     set(Resource::Nofile, limits.open_files)?;
     set(Resource::Nproc, limits.processes)?;

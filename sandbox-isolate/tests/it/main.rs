@@ -1,4 +1,9 @@
 //! Integration tests of the isolation backends, with real plugin libraries
-//! built by real cargo (shared target dir, see `sandbox-testkit`).
+//! built by real cargo (shared target dir, see `sandbox-testkit`) and real
+//! worker processes.
 
+mod hostile;
 mod inprocess;
+mod jail;
+mod process;
+mod support;

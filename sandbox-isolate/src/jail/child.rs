@@ -1,0 +1,404 @@
+//! The part of the jail that runs in the forked child, before `exec`.
+//!
+//! Everything here is computed in the host first ([`Prepared::new`]) so the
+//! child only makes system calls: it is a fork of a multi-threaded process
+//! and may not allocate or take locks.
+
+#![allow(unsafe_code)] // Raw system calls between fork and exec.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use seccompiler::BpfProgram;
+
+use super::{probe, JailConfig, JailError, UidPolicy, INNER_ID};
+use crate::spawn::ChildLimits;
+
+/// A jail ready to be applied in a forked child.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    unshare: libc::c_int,
+    user_ns: bool,
+    pid_ns: bool,
+    switch_to: Option<u32>,
+    uid_map: Vec<u8>,
+    gid_map: Vec<u8>,
+    limits: ChildLimits,
+    landlock: Option<OwnedFd>,
+    seccomp: Vec<BpfProgram>,
+    pass_fd: Option<(Arc<OwnedFd>, RawFd)>,
+    host_pid: libc::pid_t,
+}
+
+fn os(action: &'static str) -> impl FnOnce(JailError) -> JailError {
+    move |e| match e {
+        JailError::Os { source, .. } => JailError::Os { action, source },
+        other => other,
+    }
+}
+
+impl Prepared {
+    /// Checks `config` against what the kernel offers and prepares every
+    /// piece the child needs.
+    pub(crate) fn new(
+        config: &JailConfig,
+        limits: &ChildLimits,
+        pass_fd: Option<(Arc<OwnedFd>, RawFd)>,
+    ) -> Result<Self, JailError> {
+        let support = probe();
+        let missing = config.require.missing(support, config.network);
+        if !missing.is_empty() {
+            return Err(JailError::Missing { missing });
+        }
+        let mut unshare = 0;
+        if support.user_ns {
+            unshare |= libc::CLONE_NEWUSER;
+        }
+        for (present, flag) in [
+            (support.mount_ns, libc::CLONE_NEWNS),
+            (support.ipc_ns, libc::CLONE_NEWIPC),
+            (support.uts_ns, libc::CLONE_NEWUTS),
+            (support.net_ns && !config.network, libc::CLONE_NEWNET),
+            (support.pid_ns, libc::CLONE_NEWPID),
+        ] {
+            if present {
+                unshare |= flag;
+            }
+        }
+        let switch_to = match config.uid {
+            UidPolicy::Fixed(uid) if support.root => Some(uid),
+            _ => None,
+        };
+        let outer_uid = switch_to.unwrap_or_else(|| rustix::process::getuid().as_raw());
+        let outer_gid = switch_to.unwrap_or_else(|| rustix::process::getgid().as_raw());
+        let landlock = match &config.landlock {
+            Some(rules) if support.landlock_abi >= 1 => {
+                rules.ruleset_fd(config.network).map_err(os("landlock"))?
+            }
+            _ => None,
+        };
+        let seccomp = match &config.seccomp {
+            Some(profile) if support.seccomp => profile.compile()?,
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            unshare,
+            user_ns: support.user_ns,
+            pid_ns: support.pid_ns,
+            switch_to,
+            uid_map: format!("{INNER_ID} {outer_uid} 1\n").into_bytes(),
+            gid_map: format!("{INNER_ID} {outer_gid} 1\n").into_bytes(),
+            limits: limits.clone(),
+            landlock,
+            seccomp,
+            pass_fd,
+            host_pid: std::process::id() as libc::pid_t,
+        })
+    }
+
+    /// Runs in the forked child: switches uid, sets rlimits, enters the
+    /// namespaces, forks the pid-namespace init (this process stays behind
+    /// as its reaper and never returns), places the passed fd, and applies
+    /// landlock and seccomp. Only async-signal-safe system calls.
+    pub(crate) fn run_in_child(&self) -> io::Result<()> {
+        // SAFETY: every call below is a plain system call on values that live
+        // in this (forked, single-threaded) process; nothing allocates.
+        unsafe {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            check(
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) as libc::c_long,
+            )?;
+
+            if let Some(id) = self.switch_to {
+                check(libc::syscall(
+                    libc::SYS_setgroups,
+                    0usize,
+                    std::ptr::null::<libc::gid_t>(),
+                ))?;
+                check(libc::syscall(libc::SYS_setresgid, id, id, id))?;
+                check(libc::syscall(libc::SYS_setresuid, id, id, id))?;
+                // A uid change makes the process non-dumpable, which would
+                // make its /proc/self/uid_map unwritable to itself.
+                check(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) as libc::c_long)?;
+            }
+            crate::spawn::set_rlimits(&self.limits)?;
+            if self.unshare != 0 {
+                check(libc::syscall(
+                    libc::SYS_unshare,
+                    self.unshare as libc::c_ulong,
+                ))?;
+            }
+            if self.user_ns {
+                write_file(c"/proc/self/setgroups".as_ptr(), b"deny")?;
+                write_file(c"/proc/self/gid_map".as_ptr(), &self.gid_map)?;
+                write_file(c"/proc/self/uid_map".as_ptr(), &self.uid_map)?;
+            }
+            // Credential changes clear the parent-death signal: set it last.
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) as libc::c_long)?;
+            if libc::getppid() != self.host_pid {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+
+            if self.pid_ns {
+                // This process stays behind as the host-side reaper; its
+                // child is the namespace's init (pid 1), which forks the
+                // program (pid 2). The program is not the init so that its
+                // signals behave normally (an init ignores signals it has no
+                // handler for, even its own SIGABRT or SIGXCPU).
+                let mut status_pipe = [0 as libc::c_int; 2];
+                check(libc::pipe2(status_pipe.as_mut_ptr(), libc::O_CLOEXEC) as libc::c_long)?;
+                let [read_end, write_end] = status_pipe;
+                let reaper = libc::syscall(
+                    libc::SYS_pidfd_open,
+                    libc::syscall(libc::SYS_getpid),
+                    0usize,
+                );
+                check(reaper)?;
+                let init = libc::syscall(
+                    libc::SYS_clone,
+                    libc::SIGCHLD as libc::c_ulong,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                );
+                check(init)?;
+                if init > 0 {
+                    reap_and_mirror(init as libc::pid_t, read_end);
+                }
+                // The init: dies with the reaper.
+                libc::close(read_end);
+                die_with(reaper as RawFd)?;
+                let init_fd = libc::syscall(
+                    libc::SYS_pidfd_open,
+                    libc::syscall(libc::SYS_getpid),
+                    0usize,
+                );
+                check(init_fd)?;
+                let program = libc::syscall(
+                    libc::SYS_clone,
+                    libc::SIGCHLD as libc::c_ulong,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                );
+                check(program)?;
+                if program > 0 {
+                    init_loop(program as libc::pid_t, write_end);
+                }
+                // The program (pid 2): dies with the init (and the whole
+                // namespace does when the init goes).
+                die_with(init_fd as RawFd)?;
+            }
+
+            if self.landlock.is_some() || !self.seccomp.is_empty() {
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)?;
+            }
+            if let Some(ruleset) = &self.landlock {
+                check(libc::syscall(
+                    libc::SYS_landlock_restrict_self,
+                    ruleset.as_raw_fd(),
+                    0usize,
+                ))?;
+            }
+
+            let mut first_unused = 3;
+            if let Some((fd, target)) = &self.pass_fd {
+                let src = fd.as_raw_fd();
+                if src == *target {
+                    check(libc::fcntl(src, libc::F_SETFD, 0) as libc::c_long)?;
+                } else {
+                    check(libc::dup2(src, *target) as libc::c_long)?;
+                }
+                first_unused = first_unused.max(*target + 1);
+            }
+            // Nothing else crosses exec: not a descriptor some library of
+            // the host forgot to mark close-on-exec.
+            check(libc::syscall(
+                libc::SYS_close_range,
+                first_unused as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ))?;
+
+            for program in &self.seccomp {
+                let fprog = libc::sock_fprog {
+                    len: program.len() as libc::c_ushort,
+                    filter: program.as_ptr() as *mut libc::sock_filter,
+                };
+                check(libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
+                    0usize,
+                    &fprog as *const libc::sock_fprog,
+                ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check(rc: libc::c_long) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes `data` to the file at `path` (a NUL-terminated string).
+///
+/// # Safety
+/// `path` must point to a NUL-terminated string.
+unsafe fn write_file(path: *const libc::c_char, data: &[u8]) -> io::Result<()> {
+    // SAFETY: the caller passes a valid C string; `data` is a live slice.
+    unsafe {
+        let fd = libc::open(path, libc::O_WRONLY | libc::O_CLOEXEC);
+        check(fd as libc::c_long)?;
+        let written = libc::write(fd, data.as_ptr().cast(), data.len());
+        let result = if written == data.len() as isize {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        };
+        libc::close(fd);
+        result
+    }
+}
+
+/// Sets the parent-death signal, then exits if the parent (whose pidfd is
+/// `parent`) already died; closes `parent`.
+///
+/// # Safety
+/// Only in a forked child; `parent` must be a pidfd.
+unsafe fn die_with(parent: RawFd) -> io::Result<()> {
+    // SAFETY: async-signal-safe system calls on this process's own state.
+    unsafe {
+        check(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) as libc::c_long)?;
+        let mut poll = libc::pollfd {
+            fd: parent,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut poll, 1, 0) != 0 {
+            libc::_exit(1);
+        }
+        libc::close(parent);
+    }
+    Ok(())
+}
+
+/// Closes every descriptor but `keep`.
+///
+/// # Safety
+/// Only in a forked child about to live on system calls alone.
+unsafe fn close_all_but(keep: RawFd) {
+    // SAFETY: closing descriptors of this process.
+    unsafe {
+        if keep > 0 {
+            libc::syscall(
+                libc::SYS_close_range,
+                0 as libc::c_uint,
+                (keep - 1) as libc::c_uint,
+                0 as libc::c_uint,
+            );
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            (keep + 1) as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+    }
+}
+
+/// The namespace's init: reaps every process that ends up its child
+/// (orphans of the namespace included) until the program exits, then passes
+/// the program's wait status to the reaper and exits.
+///
+/// # Safety
+/// Only in the forked init, with `program` its child.
+unsafe fn init_loop(program: libc::pid_t, status_out: RawFd) -> ! {
+    // SAFETY: async-signal-safe system calls on this process's own children.
+    unsafe {
+        close_all_but(status_out);
+        loop {
+            let mut status = 0;
+            let rc = libc::wait4(-1, &mut status, libc::__WALL, std::ptr::null_mut());
+            if rc == program {
+                libc::write(
+                    status_out,
+                    (&status as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>(),
+                );
+                libc::_exit(0);
+            }
+            if rc < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+    }
+}
+
+/// The reaper: waits for the namespace's init and ends the way the program
+/// did (the init passes the program's wait status through `status_in`; if
+/// the init itself was killed, its own status counts), so the host sees the
+/// program's exit code or signal.
+///
+/// # Safety
+/// Only in the forked reaper, with `init` its child.
+unsafe fn reap_and_mirror(init: libc::pid_t, status_in: RawFd) -> ! {
+    // SAFETY: async-signal-safe system calls on this process's own child.
+    unsafe {
+        close_all_but(status_in);
+        let mut status = 0;
+        loop {
+            let rc = libc::wait4(init, &mut status, libc::__WALL, std::ptr::null_mut());
+            if rc == init {
+                break;
+            }
+            if rc < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        let mut program_status: libc::c_int = 0;
+        let size = std::mem::size_of::<libc::c_int>();
+        if libc::read(
+            status_in,
+            (&mut program_status as *mut libc::c_int).cast(),
+            size,
+        ) == size as isize
+        {
+            status = program_status;
+        }
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), sig);
+            libc::_exit(128 + sig);
+        }
+        libc::_exit(127)
+    }
+}

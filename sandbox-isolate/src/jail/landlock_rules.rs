@@ -1,0 +1,218 @@
+//! Landlock rules, and the layers a worker applies to itself.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+
+use landlock::{
+    path_beneath_rules, Access, AccessFs, AccessNet, PathBeneath, Ruleset, RulesetAttr,
+    RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+use serde::{Deserialize, Serialize};
+
+use super::probe::{landlock_abi, seccomp_available};
+use super::seccomp::{install_all_threads, SeccompProfile};
+use super::{JailError, Layers};
+use crate::spawn::ChildLimits;
+
+/// Paths every jailed process may read (and execute): what the dynamic
+/// loader needs to `dlopen` a plugin and its system libraries, and a few
+/// harmless device files. Missing ones are skipped.
+pub const SYSTEM_READ_ONLY: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/lib32",
+    "/usr/local/lib",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/usr/share/zoneinfo",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+];
+
+/// Devices every jailed process may write.
+const SYSTEM_READ_WRITE: &[&str] = &["/dev/null"];
+
+/// The ABI whose access rights the rules are written for (newer kernels
+/// keep them; older ones get the subset they know, and the report says so).
+const TARGET_ABI: ABI = ABI::V6;
+
+/// Landlock file-system rules: everything not listed (or below a listed
+/// folder) is out of reach. [`SYSTEM_READ_ONLY`] is always added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FsRules {
+    /// Folders and files that may be read and executed.
+    pub read_only: Vec<PathBuf>,
+    /// Folders and files that may be read, written, created and removed.
+    pub read_write: Vec<PathBuf>,
+}
+
+/// What the jail layers a worker applied to itself amount to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LayerReport {
+    /// How landlock was enforced: `"full"`, `"partial"`, `"none"`.
+    pub landlock: String,
+    /// The landlock ABI of the kernel.
+    pub landlock_abi: u32,
+    /// Whether signals and abstract unix sockets are scoped (ABI 6).
+    pub landlock_scopes: bool,
+    /// Whether the seccomp filter is installed.
+    pub seccomp: bool,
+}
+
+fn landlock_err(e: impl std::fmt::Display) -> JailError {
+    JailError::Landlock(e.to_string())
+}
+
+fn existing(paths: &[&str]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Starts a ruleset handling every file-system right (and TCP, unless
+/// `network`; and the ABI 6 scopes when the kernel has them), with the
+/// system paths added.
+fn base_ruleset(network: bool) -> Result<RulesetCreated, JailError> {
+    let abi = landlock_abi();
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(TARGET_ABI))
+        .map_err(landlock_err)?;
+    if !network && abi >= 4 {
+        ruleset = ruleset
+            .handle_access(AccessNet::from_all(TARGET_ABI))
+            .map_err(landlock_err)?;
+    }
+    if abi >= 6 {
+        ruleset = ruleset
+            .scope(Scope::from_all(TARGET_ABI))
+            .map_err(landlock_err)?;
+    }
+    ruleset
+        .create()
+        .map_err(landlock_err)?
+        .add_rules(path_beneath_rules(
+            existing(SYSTEM_READ_ONLY),
+            AccessFs::from_read(TARGET_ABI),
+        ))
+        .map_err(landlock_err)?
+        .add_rules(path_beneath_rules(
+            existing(SYSTEM_READ_WRITE),
+            AccessFs::from_all(TARGET_ABI),
+        ))
+        .map_err(landlock_err)
+}
+
+impl FsRules {
+    /// Builds the ruleset and returns its fd, to be enforced in a child
+    /// with `landlock_restrict_self` just before `exec`.
+    pub(crate) fn ruleset_fd(&self, network: bool) -> Result<Option<OwnedFd>, JailError> {
+        let ruleset = base_ruleset(network)?
+            .add_rules(path_beneath_rules(
+                &self.read_only,
+                AccessFs::from_read(TARGET_ABI),
+            ))
+            .map_err(landlock_err)?
+            .add_rules(path_beneath_rules(
+                &self.read_write,
+                AccessFs::from_all(TARGET_ABI),
+            ))
+            .map_err(landlock_err)?;
+        Ok(ruleset.into())
+    }
+}
+
+/// Layers a worker applies to itself on its first message, once it knows
+/// which sandbox it serves.
+#[derive(Debug)]
+pub struct WorkerLayers<'a> {
+    /// Limits to lower the process's rlimits to.
+    pub limits: &'a ChildLimits,
+    /// The sandbox's writable folder (opened by the host).
+    pub work_dir: BorrowedFd<'a>,
+    /// Folders the worker may read (opened by the host).
+    pub read_only: Vec<BorrowedFd<'a>>,
+    /// Whether the sandbox may use the network.
+    pub network: bool,
+    /// Layers that must be enforced; the call fails otherwise.
+    pub require: Layers,
+}
+
+/// Applies a worker's own layers to the calling process: lowers its rlimits,
+/// restricts the calling thread (and every thread it starts later) with
+/// landlock, sets `no_new_privs`, and installs the worker seccomp filter on
+/// every thread. Call it before any plugin code runs and while the process
+/// has a single thread: landlock ABI < 8 restricts the calling thread only.
+pub fn apply_worker_layers(layers: &WorkerLayers<'_>) -> Result<LayerReport, JailError> {
+    crate::spawn::set_rlimits(layers.limits).map_err(|source| JailError::Os {
+        action: "lowering the rlimits",
+        source,
+    })?;
+    // Not `probe()`: it forks to try namespaces, which a worker need not know.
+    let abi = landlock_abi();
+    let mut report = LayerReport {
+        landlock_abi: abi,
+        ..LayerReport::default()
+    };
+
+    if abi >= 1 {
+        let mut ruleset = base_ruleset(layers.network)?
+            .add_rule(PathBeneath::new(
+                layers.work_dir,
+                AccessFs::from_all(TARGET_ABI),
+            ))
+            .map_err(landlock_err)?;
+        for fd in &layers.read_only {
+            ruleset = ruleset
+                .add_rule(PathBeneath::new(*fd, AccessFs::from_read(TARGET_ABI)))
+                .map_err(landlock_err)?;
+        }
+        let status = ruleset.restrict_self().map_err(landlock_err)?;
+        report.landlock = match status.ruleset {
+            RulesetStatus::FullyEnforced => "full",
+            RulesetStatus::PartiallyEnforced => "partial",
+            RulesetStatus::NotEnforced => "none",
+        }
+        .to_owned();
+        report.landlock_scopes = abi >= 6 && status.ruleset != RulesetStatus::NotEnforced;
+    } else {
+        report.landlock = "none".to_owned();
+    }
+    if layers.require.landlock && report.landlock == "none" {
+        return Err(JailError::Missing {
+            missing: vec!["landlock"],
+        });
+    }
+    if layers.require.landlock_scopes && !report.landlock_scopes {
+        return Err(JailError::Missing {
+            missing: vec!["landlock ABI 6 (signal and abstract-socket scoping)"],
+        });
+    }
+
+    rustix::thread::set_no_new_privs(true).map_err(|e| JailError::Os {
+        action: "setting no_new_privs",
+        source: e.into(),
+    })?;
+    if seccomp_available() {
+        let own_pid = Some(rustix::process::getpid().as_raw_nonzero().get());
+        let programs = SeccompProfile::Worker {
+            network: layers.network,
+            own_pid,
+        }
+        .compile()?;
+        install_all_threads(&programs)?;
+        report.seccomp = true;
+    } else if layers.require.seccomp {
+        return Err(JailError::Missing {
+            missing: vec!["seccomp-bpf"],
+        });
+    }
+    Ok(report)
+}

@@ -1,0 +1,194 @@
+//! A started, not yet configured worker process, as the host holds it.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::Child;
+use std::time::Duration;
+
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+
+use super::wire::{self, FromWorker, PROTOCOL};
+use super::{spawner, WorkerCommand};
+use crate::error::{Error, Result};
+use crate::jail::{probe, JailConfig, JailError, Layers, UidPolicy, UidSlot};
+use crate::spawn::{self, ChildLimits, ChildSpec};
+use crate::worker::WORKER_FD_ENV;
+
+/// How long a new worker may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A worker process that said hello and waits for its configuration.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    /// The jail's reaper (or the worker itself without a pid namespace).
+    pub(crate) child: Option<Child>,
+    pub(crate) stream: UnixStream,
+    /// The worker's pid in the host's pid namespace.
+    pub(crate) pid: u32,
+    pub(crate) pidfd: Option<OwnedFd>,
+    pub(crate) slot: Option<UidSlot>,
+}
+
+impl Worker {
+    /// Starts a worker in a jail and waits for its hello.
+    pub(crate) fn start(
+        command: &WorkerCommand,
+        limits: &ChildLimits,
+        network: bool,
+        require: Layers,
+    ) -> Result<Self> {
+        let missing = require.missing(probe(), network);
+        if !missing.is_empty() {
+            return Err(Error::Jail(JailError::Missing { missing }));
+        }
+        let slot = if probe().root {
+            UidSlot::allocate()
+        } else {
+            None
+        };
+        let uid = slot
+            .as_ref()
+            .map_or(UidPolicy::Keep, |s| UidPolicy::Fixed(s.uid()));
+        let (stream, theirs) =
+            UnixStream::pair().map_err(|e| worker_error("cannot create its socket", e))?;
+        let limits = ChildLimits {
+            core_size: Some(0),
+            ..limits.clone()
+        };
+        let spec = ChildSpec::new(&command.program)
+            .args(&command.args)
+            .clear_inherited_env()
+            .env(WORKER_FD_ENV, "3")
+            .pass_fd(OwnedFd::from(theirs), 3)
+            .limits(limits)
+            .jail(JailConfig::worker(uid, network, require));
+        let spawned = spawner::run(move || spawn::spawn(&spec)).ok_or_else(|| Error::Worker {
+            message: "the spawner thread panicked".into(),
+        })?;
+        let mut child = spawned.map_err(|e| {
+            match e.into_inner().map(|inner| inner.downcast::<JailError>()) {
+                Some(Ok(jail)) => Error::Jail(*jail),
+                Some(Err(other)) => Error::Worker {
+                    message: format!("cannot start `{}`: {other}", command.program.display()),
+                },
+                None => Error::Worker {
+                    message: format!("cannot start `{}`", command.program.display()),
+                },
+            }
+        })?;
+        let mut worker = Worker {
+            child: None,
+            stream,
+            pid: child.id(),
+            pidfd: None,
+            slot,
+        };
+        match worker.hello(&child) {
+            Ok(pid) => {
+                worker.pid = pid;
+                worker.pidfd = pidfd_open(
+                    Pid::from_raw(pid as i32).ok_or_else(no_pid)?,
+                    PidfdFlags::empty(),
+                )
+                .ok();
+                worker.child = Some(child);
+                Ok(worker)
+            }
+            Err(message) => {
+                let _ = spawn::kill_group(child.id());
+                let status = child.wait().ok();
+                let mut stderr = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    let _ = (&mut err).take(4096).read_to_string(&mut stderr);
+                }
+                let status = status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown status".into());
+                Err(Error::Worker {
+                    message: format!(
+                        "`{}` did not start as a worker ({message}; it ended with {status}){}",
+                        command.program.display(),
+                        if stderr.trim().is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", stderr.trim())
+                        }
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Reads the hello and checks the pid it names is the jail's init.
+    fn hello(&self, child: &Child) -> std::result::Result<u32, String> {
+        self.stream
+            .set_read_timeout(Some(HELLO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let frame = wire::read_frame(&mut &self.stream)
+            .map_err(|e| format!("no hello: {e}"))?
+            .ok_or("it closed its channel before saying hello")?;
+        self.stream
+            .set_read_timeout(None)
+            .map_err(|e| e.to_string())?;
+        let FromWorker::Hello { pid, protocol } =
+            wire::decode(&frame).map_err(|e| format!("bad hello: {e}"))?
+        else {
+            return Err("its first message was not a hello".into());
+        };
+        if protocol != PROTOCOL {
+            return Err(format!("it speaks protocol {protocol}, this host {PROTOCOL}; use a worker built from the same sandbox-isolate"));
+        }
+        // Without a pid namespace the worker is the child itself; with one,
+        // the child's grandchild (reaper -> init -> worker).
+        if pid != child.id() && parent_of(pid).and_then(parent_of) != Some(child.id()) {
+            return Err(format!(
+                "it claims pid {pid}, which is not the jail's program"
+            ));
+        }
+        Ok(pid)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(self.pidfd.as_ref(), Some(child.id()));
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Kills the worker through its pidfd (never a recycled pid), or its
+/// reaper's process group when there is no pidfd.
+pub(crate) fn kill(pidfd: Option<&OwnedFd>, reaper: Option<u32>) {
+    match (pidfd, reaper) {
+        (Some(fd), _) => {
+            let _ = pidfd_send_signal(fd, Signal::KILL);
+        }
+        (None, Some(pid)) => {
+            let _ = spawn::kill_group(pid);
+        }
+        (None, None) => {}
+    }
+}
+
+fn no_pid() -> Error {
+    Error::Worker {
+        message: "it reported pid 0".into(),
+    }
+}
+
+fn worker_error(what: &str, e: std::io::Error) -> Error {
+    Error::Worker {
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}

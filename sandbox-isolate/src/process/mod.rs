@@ -1,0 +1,464 @@
+//! The process backend: one jailed worker process per sandbox (see
+//! [`Process`]).
+
+mod fds;
+mod handle;
+mod host;
+mod spawner;
+pub(crate) mod wire;
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use rustix::fs::{Mode, OFlags};
+
+use handle::Worker;
+use host::{ProcessRuntime, Start};
+use wire::{Configure, FromWorker, ToWorker};
+
+use crate::error::{Error, Result};
+use crate::jail::{probe, JailSupport, Layers};
+use crate::runtime::{IsolationKind, Isolator, LaunchSpec, Runtime};
+use crate::spawn::ChildLimits;
+
+pub(crate) use fds::{send_all, FdReader};
+
+/// How long a worker may take to apply its configuration.
+const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The default cap on a worker's stdout + stderr: 16 MiB.
+pub const DEFAULT_OUTPUT_LIMIT: u64 = 16 << 20;
+
+/// The program (and arguments) that runs a worker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerCommand {
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+}
+
+impl WorkerCommand {
+    /// Runs `program` with no arguments (e.g. the `sandbox-worker` binary).
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Runs the current executable with `args` — for a binary that hosts
+    /// the worker behind a subcommand, e.g. `sandbox __worker`.
+    pub fn current_exe_with<I, S>(args: I) -> std::io::Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Ok(Self {
+            program: std::env::current_exe()?,
+            args: args.into_iter().map(Into::into).collect(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Config {
+    command: WorkerCommand,
+    require: Layers,
+    output_limit: Option<u64>,
+    disk_limit: Option<u64>,
+}
+
+/// Runs each sandbox in a jailed worker process.
+///
+/// [`Process::launch`] starts (or takes from the warm pool) a worker — a
+/// program that calls [`worker_main`](crate::worker::worker_main) — inside
+/// the [jail](crate::jail), hands it the sandbox's folders and limits, and
+/// returns a [`Runtime`] whose every operation is a request over a Unix
+/// socket. The worker runs the in-process backend inside itself, so the
+/// semantics (ABI checks, per-version copies, all-or-nothing swaps, calls
+/// waiting during a swap, module-to-module calls limited to declared
+/// dependencies and refused from `init`/`restore_state`) are the same.
+///
+/// What the host adds:
+/// - **Timeouts that stop the code**: a call that overruns its timeout
+///   kills the worker ([`Error::Timeout`](crate::Error::Timeout) for the
+///   caller, a crash with limit `call_timeout` for the handler).
+/// - **Crash detection**: when the worker exits, is killed or closes its
+///   channel, every request in flight gets
+///   [`Error::WorkerDied`](crate::Error::WorkerDied) and the launch spec's
+///   crash handler is called once, from the runtime's reader thread, with a
+///   [`Crash`](crate::Crash) naming the signal, exit code and, when the host
+///   can tell, the limit that was hit. Not when the runtime is dropped.
+/// - **Host-side limits**: the worker's stdout and stderr are drained into
+///   `tracing` and capped ([`Process::output_limit`]), and the disk use of
+///   its work folder is checked every 100 ms ([`Process::disk_limit`]); a
+///   worker over either is killed.
+/// - **Clean teardown**: dropping the runtime kills the worker — its whole
+///   pid namespace with it —, reaps it and removes the work folder.
+///
+/// Recycling a worker (to give back memory held by old library versions) is
+/// the caller's move: launch a new runtime, load, and swap with the state
+/// [`Runtime::checkpoint`] returned.
+///
+/// Concurrency: requests from many threads share the one socket; a reader
+/// thread matches replies to requests by id. In the worker, requests run on
+/// a pool of threads, so calls to different modules run in parallel and
+/// calls to one module are serialized, as in-process.
+///
+/// # Example
+///
+/// ```no_run
+/// use sandbox_isolate::{Isolator, LaunchSpec, Process, WorkerCommand};
+///
+/// # fn main() -> sandbox_isolate::Result<()> {
+/// let isolator = Process::new(WorkerCommand::new("/usr/libexec/sandbox-worker")).with_pool(2);
+/// let mut spec = LaunchSpec::new("untrusted", "/var/lib/sandbox/untrusted");
+/// spec.limits.address_space = Some(512 << 20);
+/// spec.on_crash = Some(std::sync::Arc::new(|crash| eprintln!("worker died: {}", crash.cause)));
+/// let runtime = isolator.launch(&spec)?;
+/// println!("worker pid {}", runtime.info().pid);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Process {
+    config: Arc<Config>,
+    pool: Option<Arc<Pool>>,
+}
+
+impl Process {
+    /// A process isolator starting workers with `command`, requiring every
+    /// jail layer of [`Layers::UNTRUSTED`], with a 16 MiB output cap and no
+    /// disk cap.
+    pub fn new(command: WorkerCommand) -> Self {
+        let support = probe();
+        let missing = Layers::UNTRUSTED.missing(support, false);
+        if !missing.is_empty() {
+            tracing::warn!(%support, missing = %missing.join(", "), "process isolation: this kernel lacks jail layers; workers that require them will not start");
+        }
+        Self {
+            config: Arc::new(Config {
+                command,
+                require: Layers::UNTRUSTED,
+                output_limit: Some(DEFAULT_OUTPUT_LIMIT),
+                disk_limit: None,
+            }),
+            pool: None,
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        if Arc::get_mut(&mut self.config).is_none() {
+            self.config = Arc::new(Config {
+                command: self.config.command.clone(),
+                require: self.config.require,
+                output_limit: self.config.output_limit,
+                disk_limit: self.config.disk_limit,
+            });
+        }
+        Arc::get_mut(&mut self.config).unwrap_or_else(|| unreachable!("just made unique"))
+    }
+
+    /// Sets the jail layers every worker requires (a launch fails when one
+    /// is missing).
+    pub fn require(mut self, layers: Layers) -> Self {
+        self.config_mut().require = layers;
+        self
+    }
+
+    /// Sets the cap on the bytes each worker may write to stdout + stderr in
+    /// its lifetime (`None`: no cap); a worker past it is killed (crash
+    /// limit `output`).
+    pub fn output_limit(mut self, bytes: Option<u64>) -> Self {
+        self.config_mut().output_limit = bytes;
+        self
+    }
+
+    /// Sets the cap on the bytes each sandbox's files may take in its work
+    /// folder (`None`: no cap). `RLIMIT_FSIZE` caps one file; this caps the
+    /// sum, checked by the host every 100 ms, so a fast writer may overshoot
+    /// by what it writes in that time. A worker past it is killed (crash
+    /// limit `disk`).
+    pub fn disk_limit(mut self, bytes: Option<u64>) -> Self {
+        self.config_mut().disk_limit = bytes;
+        self
+    }
+
+    /// Keeps `size` pre-started workers ready, so a launch does not pay for
+    /// starting a process. Pooled workers are jailed (namespaces, uid,
+    /// rlimits) but not yet confined to a sandbox's folders: each applies
+    /// landlock, seccomp and the sandbox's lower rlimits on its first
+    /// message, before any plugin code runs. A sandbox that may use the
+    /// network gets a fresh worker (pooled ones have no network namespace
+    /// to share). Set the layers and limits before this call.
+    pub fn with_pool(mut self, size: usize) -> Self {
+        let pool = Arc::new(Pool {
+            idle: Mutex::new(VecDeque::new()),
+            filled: Condvar::new(),
+            size,
+            filling: AtomicUsize::new(0),
+            config: Arc::clone(&self.config),
+        });
+        pool.refill();
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Pre-started workers ready right now.
+    pub fn pool_idle(&self) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.idle.lock().len())
+    }
+
+    /// Waits until the pool is full (or `timeout` passes); `false` on
+    /// timeout or without a pool.
+    pub fn wait_for_pool(&self, timeout: Duration) -> bool {
+        let Some(pool) = &self.pool else { return false };
+        let deadline = std::time::Instant::now() + timeout;
+        let mut idle = pool.idle.lock();
+        while idle.len() < pool.size {
+            if pool.filled.wait_until(&mut idle, deadline).timed_out() {
+                return idle.len() >= pool.size;
+            }
+        }
+        true
+    }
+
+    /// What the kernel offers (see [`probe`]).
+    pub fn jail_support(&self) -> &'static JailSupport {
+        probe()
+    }
+
+    fn worker(&self, spec: &LaunchSpec) -> Result<Worker> {
+        if !spec.network {
+            if let Some(worker) = self.pool.as_ref().and_then(|p| p.take()) {
+                return Ok(worker);
+            }
+        }
+        Worker::start(
+            &self.config.command,
+            &spec.limits,
+            spec.network,
+            self.config.require,
+        )
+    }
+}
+
+impl Isolator for Process {
+    fn kind(&self) -> IsolationKind {
+        IsolationKind::Process
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {
+        let _span = tracing::debug_span!("launch", sandbox = %spec.sandbox, isolation = "process")
+            .entered();
+        std::fs::create_dir_all(&spec.work_dir).map_err(|source| Error::Io {
+            action: "creating the runtime folder",
+            path: spec.work_dir.clone(),
+            source,
+        })?;
+        let launched = self
+            .worker(spec)
+            .and_then(|worker| self.configure(worker, spec))
+            .or_else(|e| match e {
+                // A pooled worker that died while it waited: start a fresh one.
+                Error::WorkerDied { .. } if self.pool.is_some() => Worker::start(
+                    &self.config.command,
+                    &spec.limits,
+                    spec.network,
+                    self.config.require,
+                )
+                .and_then(|worker| self.configure(worker, spec)),
+                other => Err(other),
+            });
+        // Refill after the launch, so forking the next worker does not
+        // compete with this one's start.
+        if let Some(pool) = &self.pool {
+            pool.refill();
+        }
+        match launched {
+            Ok(runtime) => Ok(Box::new(runtime)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&spec.work_dir);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Process {
+    /// Gives a worker the sandbox's folders and limits and waits until it
+    /// applied its jail layers.
+    fn configure(&self, worker: Worker, spec: &LaunchSpec) -> Result<ProcessRuntime> {
+        let dir_error = |action, path: &PathBuf| {
+            let path = path.clone();
+            move |e: rustix::io::Errno| Error::Io {
+                action,
+                path,
+                source: e.into(),
+            }
+        };
+        if let Some(slot) = &worker.slot {
+            let id = slot.uid();
+            rustix::fs::chown(
+                &spec.work_dir,
+                Some(rustix::fs::Uid::from_raw(id)),
+                Some(rustix::fs::Gid::from_raw(id)),
+            )
+            .map_err(dir_error(
+                "handing the runtime folder to the worker's uid",
+                &spec.work_dir,
+            ))?;
+            rustix::fs::chmod(&spec.work_dir, Mode::from_raw_mode(0o700)).map_err(dir_error(
+                "handing the runtime folder to the worker's uid",
+                &spec.work_dir,
+            ))?;
+        }
+        let open = |path: &PathBuf| {
+            rustix::fs::open(
+                path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let work_fd = open(&spec.work_dir)
+            .map_err(dir_error("opening the runtime folder", &spec.work_dir))?;
+        let mut dirs: Vec<OwnedFd> = Vec::new();
+        for dir in &spec.artifact_dirs {
+            match open(dir) {
+                Ok(fd) => dirs.push(fd),
+                Err(e) => {
+                    tracing::debug!(dir = %dir.display(), error = %e, "artifact folder not readable by the worker")
+                }
+            }
+        }
+        let limits = ChildLimits {
+            core_size: Some(0),
+            ..spec.limits.clone()
+        };
+        let configure = ToWorker::Configure(Configure {
+            sandbox: spec.sandbox.clone(),
+            limits: limits.clone(),
+            network: spec.network,
+            require: self.config.require,
+            artifact_dirs: dirs.len() as u32,
+            log_level: host_log_level(),
+        });
+        let died = |e: std::io::Error| Error::WorkerDied {
+            cause: format!("it did not take its configuration: {e}"),
+        };
+        let frame = wire::encode(&configure).map_err(died)?;
+        let mut fds = vec![work_fd.as_fd()];
+        fds.extend(dirs.iter().map(|d| d.as_fd()));
+        fds::send_with_fds(&worker.stream, &frame, &fds).map_err(died)?;
+        drop(fds);
+        worker
+            .stream
+            .set_read_timeout(Some(CONFIGURE_TIMEOUT))
+            .map_err(died)?;
+        let report = loop {
+            let frame = wire::read_frame(&mut &worker.stream)
+                .map_err(died)?
+                .ok_or_else(|| Error::WorkerDied {
+                    cause: "it closed its channel while configuring".into(),
+                })?;
+            match wire::decode::<FromWorker>(&frame).map_err(died)? {
+                FromWorker::Configured(Ok(report)) => break report,
+                FromWorker::Configured(Err(message)) => {
+                    return Err(Error::Worker {
+                        message: format!("it could not apply its jail: {message}"),
+                    })
+                }
+                FromWorker::Log {
+                    level,
+                    target,
+                    message,
+                    ..
+                } => {
+                    tracing::debug!(sandbox = %spec.sandbox, level, target, "{message}");
+                }
+                _ => {
+                    return Err(Error::Worker {
+                        message: "it answered its configuration with something else".into(),
+                    })
+                }
+            }
+        };
+        worker.stream.set_read_timeout(None).map_err(died)?;
+        tracing::debug!(sandbox = %spec.sandbox, pid = worker.pid, landlock = %report.landlock, seccomp = report.seccomp, "worker jailed");
+        ProcessRuntime::start(
+            worker,
+            Start {
+                sandbox: spec.sandbox.clone(),
+                work_dir: spec.work_dir.clone(),
+                on_crash: spec.on_crash.clone(),
+                output_limit: self.config.output_limit,
+                disk_limit: self.config.disk_limit,
+                report,
+            },
+        )
+    }
+}
+
+/// The most verbose level the host's subscriber wants, as a wire number.
+fn host_log_level() -> u8 {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::OFF => 5,
+        LevelFilter::ERROR => 0,
+        LevelFilter::WARN => 1,
+        LevelFilter::INFO => 2,
+        LevelFilter::DEBUG => 3,
+        _ => 4,
+    }
+}
+
+/// Pre-started workers.
+#[derive(Debug)]
+struct Pool {
+    idle: Mutex<VecDeque<Worker>>,
+    filled: Condvar,
+    size: usize,
+    filling: AtomicUsize,
+    config: Arc<Config>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Worker> {
+        self.idle.lock().pop_front()
+    }
+
+    /// Starts workers in the background until the pool is full.
+    fn refill(self: &Arc<Self>) {
+        loop {
+            let have = self.idle.lock().len() + self.filling.load(Ordering::Acquire);
+            if have >= self.size {
+                return;
+            }
+            self.filling.fetch_add(1, Ordering::AcqRel);
+            let pool: Weak<Pool> = Arc::downgrade(self);
+            spawner::submit(move || {
+                let Some(pool) = pool.upgrade() else { return };
+                match Worker::start(
+                    &pool.config.command,
+                    &ChildLimits::default(),
+                    false,
+                    pool.config.require,
+                ) {
+                    Ok(worker) => {
+                        pool.idle.lock().push_back(worker);
+                        pool.filled.notify_all();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot pre-start a worker for the pool"),
+                }
+                pool.filling.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! The worker process: the program a [`Process`](crate::Process) runtime
+//! starts for each sandbox.
+//!
+//! Any binary can host it by calling [`worker_main`] (the `sandbox` command
+//! line does from a hidden `sandbox __worker` subcommand; this crate ships a
+//! `sandbox-worker` binary that does nothing else). The host starts it in a
+//! jail with one Unix socket as descriptor [`WORKER_FD_ENV`] names; the
+//! worker then:
+//!
+//! 1. says hello (its pid as the host sees it);
+//! 2. waits for its configuration — which sandbox, its limits, its work
+//!    folder and artifact folders (as descriptors) — and applies its own
+//!    jail layers: lowered rlimits, landlock limited to those folders and
+//!    the system libraries, `no_new_privs` and the worker seccomp filter.
+//!    Only then does any plugin code run. (A worker of the warm pool sits
+//!    in step 2 until a sandbox takes it.);
+//! 3. runs an [`InProcess`] runtime and forwards each
+//!    request to it, so loading, ABI checks, swaps, module-to-module calls
+//!    and their rules are exactly the in-process backend's.
+//!
+//! Requests run on a small pool of threads (grown on demand), so calls to
+//! different modules run in parallel and a swap waits for calls in flight
+//! exactly as in-process; calls to one module are serialized by the
+//! in-process runtime. Plugin log lines and the runtime's own `tracing`
+//! events are sent to the host, which emits them with the sandbox id.
+
+#![allow(unsafe_code)] // Adopting the inherited descriptor; ignoring SIGXFSZ.
+
+mod logs;
+
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::jail::{apply_worker_layers, WorkerLayers};
+use crate::process::wire::{
+    self, Answer, Configure, FromWorker, Op, Step, ToWorker, WireError, PROTOCOL,
+};
+use crate::process::FdReader;
+use crate::runtime::{Isolator, LaunchSpec, Migration, Runtime, SwapStep};
+use crate::InProcess;
+
+/// The environment variable naming the descriptor of the worker's channel
+/// to the host.
+pub const WORKER_FD_ENV: &str = "SANDBOX_WORKER_FD";
+
+/// Most threads the worker starts to run requests.
+const MAX_EXECUTORS: usize = 64;
+
+/// Runs the worker process: reads the channel descriptor from
+/// [`WORKER_FD_ENV`], serves the host until the channel closes, and
+/// returns the process's exit code. Call it from `main` of any binary:
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     sandbox_isolate::worker::worker_main()
+/// }
+/// ```
+pub fn worker_main() -> ExitCode {
+    let fd = match std::env::var(WORKER_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        Some(fd) if fd >= 0 => fd,
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "this is a sandbox worker process; it is started by the sandbox host, not by hand ({WORKER_FD_ENV} is not set)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    // SAFETY: F_GETFD only checks that the descriptor is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "sandbox worker: descriptor {fd} from {WORKER_FD_ENV} is not open"
+        );
+        return ExitCode::from(2);
+    }
+    // SAFETY: the host passed this descriptor to this process for the
+    // worker's exclusive use; nothing else in the process owns it.
+    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    // SAFETY: ignoring SIGXFSZ makes a write past RLIMIT_FSIZE fail with
+    // EFBIG (an error the plugin reports) instead of killing the worker.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    match serve(stream) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "sandbox worker: {e}");
+            ExitCode::from(70)
+        }
+    }
+}
+
+/// The host-side pid of this process: `/proc/self` is the host's procfs,
+/// which names processes by their pid in the host's namespace.
+fn host_pid() -> u32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(std::process::id)
+}
+
+/// Frames out to the host, from any thread.
+pub(crate) struct Outbox {
+    stream: Mutex<UnixStream>,
+}
+
+impl Outbox {
+    pub(crate) fn send(&self, message: &FromWorker) {
+        let Ok(frame) = wire::encode(message) else {
+            return;
+        };
+        let stream = self.stream.lock();
+        if crate::process::send_all(&stream, &frame).is_err() {
+            // The host is gone: nothing left to serve.
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Where the host's answer to one migration request goes.
+type MigrationReply = crossbeam_channel::Sender<Result<Vec<u8>, String>>;
+
+/// Migrations the host runs for a swap in progress.
+struct Migrations {
+    next: AtomicU64,
+    waiting: Mutex<std::collections::HashMap<u64, MigrationReply>>,
+}
+
+struct State {
+    runtime: Box<dyn Runtime>,
+    outbox: Arc<Outbox>,
+    migrations: Arc<Migrations>,
+    staged: AtomicU64,
+    dispatch: tracing::Dispatch,
+}
+
+fn serve(stream: UnixStream) -> std::io::Result<()> {
+    let outbox = Arc::new(Outbox {
+        stream: Mutex::new(stream.try_clone()?),
+    });
+    outbox.send(&FromWorker::Hello {
+        pid: host_pid(),
+        protocol: PROTOCOL,
+    });
+    let mut reader = FdReader::new(stream);
+
+    let Some(first) = reader.read_frame()? else {
+        return Ok(());
+    };
+    let ToWorker::Configure(config) = wire::decode::<ToWorker>(&first)? else {
+        outbox.send(&FromWorker::Configured(Err(
+            "the first message was not the configuration".into(),
+        )));
+        return Ok(());
+    };
+    let state = match configure(&config, &mut reader, &outbox) {
+        Ok(state) => Arc::new(state),
+        Err(message) => {
+            outbox.send(&FromWorker::Configured(Err(message)));
+            return Ok(());
+        }
+    };
+    let crew = Arc::new(Crew {
+        reader: Mutex::new(reader),
+        waiting: AtomicUsize::new(0),
+        threads: AtomicUsize::new(1),
+        state,
+    });
+    serve_frames(&crew)
+}
+
+/// The threads that serve requests, leader/follower style: whichever
+/// thread holds the reader reads the next frame, hands the reader to a
+/// waiting thread (starting one if none waits, up to [`MAX_EXECUTORS`]) and
+/// runs the request itself — no hand-off between a reader and an executor
+/// on the way of a call.
+struct Crew {
+    reader: Mutex<FdReader>,
+    /// Threads waiting for (or holding) the reader.
+    waiting: AtomicUsize,
+    threads: AtomicUsize,
+    state: Arc<State>,
+}
+
+fn serve_frames(crew: &Arc<Crew>) -> ! {
+    let _dispatch = tracing::dispatcher::set_default(&crew.state.dispatch);
+    loop {
+        crew.waiting.fetch_add(1, Ordering::AcqRel);
+        let next = {
+            let mut reader = crew.reader.lock();
+            match reader.read_frame() {
+                Ok(Some(frame)) => match wire::decode::<ToWorker>(&frame) {
+                    Ok(ToWorker::Request { id, op }) => {
+                        let fd = if matches!(op, Op::Load { .. }) {
+                            reader.take_fd()
+                        } else {
+                            None
+                        };
+                        Some(Ok(Job { id, op, fd }))
+                    }
+                    Ok(other) => Some(Err(other)),
+                    Err(_) => None,
+                },
+                Ok(None) | Err(_) => None,
+            }
+        };
+        crew.waiting.fetch_sub(1, Ordering::AcqRel);
+        // The channel closed (the host is gone or dropped the runtime), or
+        // it broke: nothing left to serve.
+        let Some(next) = next else {
+            std::process::exit(0)
+        };
+        match next {
+            Ok(job) => {
+                if crew.waiting.load(Ordering::Acquire) == 0 {
+                    crew.recruit();
+                }
+                run(&crew.state, job);
+            }
+            Err(ToWorker::MigrateReply { id, result }) => {
+                if let Some(waiter) = crew.state.migrations.waiting.lock().remove(&id) {
+                    let _ = waiter.send(result);
+                }
+            }
+            Err(_) => crew.state.outbox.send(&FromWorker::Configured(Err(
+                "the worker is already configured".into(),
+            ))),
+        }
+    }
+}
+
+impl Crew {
+    /// Starts one more thread to take the reader. Out of threads
+    /// (`RLIMIT_NPROC`), the busy ones take it back when they finish.
+    fn recruit(self: &Arc<Self>) {
+        if self.threads.fetch_add(1, Ordering::AcqRel) >= MAX_EXECUTORS {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let crew = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name("sandbox-serve".into())
+            .spawn(move || {
+                serve_frames(&crew);
+            });
+        if started.is_err() {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Applies the jail layers and starts the in-process runtime.
+fn configure(
+    config: &Configure,
+    reader: &mut FdReader,
+    outbox: &Arc<Outbox>,
+) -> Result<State, String> {
+    let work_dir = reader
+        .take_fd()
+        .ok_or("the configuration came without the work folder")?;
+    let mut dirs = Vec::new();
+    for _ in 0..config.artifact_dirs {
+        dirs.push(
+            reader
+                .take_fd()
+                .ok_or("the configuration came without its artifact folders")?,
+        );
+    }
+    rustix::process::fchdir(&work_dir).map_err(|e| format!("cannot enter the work folder: {e}"))?;
+    let layers = WorkerLayers {
+        limits: &config.limits,
+        work_dir: work_dir.as_fd(),
+        read_only: dirs
+            .iter()
+            .map(|d| d.as_fd())
+            .collect::<Vec<BorrowedFd<'_>>>(),
+        network: config.network,
+        require: config.require,
+    };
+    let report = apply_worker_layers(&layers).map_err(|e| e.to_string())?;
+    drop(dirs);
+    drop(work_dir);
+
+    let dispatch = tracing::Dispatch::new(logs::Forward::new(Arc::clone(outbox), config.log_level));
+    let runtime = tracing::dispatcher::with_default(&dispatch, || {
+        InProcess::new().launch(&LaunchSpec::new(config.sandbox.clone(), "lib"))
+    })
+    .map_err(|e| e.to_string())?;
+    outbox.send(&FromWorker::Configured(Ok(report)));
+    Ok(State {
+        runtime,
+        outbox: Arc::clone(outbox),
+        migrations: Arc::new(Migrations {
+            next: AtomicU64::new(1),
+            waiting: Mutex::new(Default::default()),
+        }),
+        staged: AtomicU64::new(0),
+        dispatch,
+    })
+}
+
+struct Job {
+    id: u64,
+    op: Op,
+    fd: Option<OwnedFd>,
+}
+
+fn run(state: &State, job: Job) {
+    let result = handle(state, job.op, job.fd).map_err(|e| WireError::from(&e));
+    state.outbox.send(&FromWorker::Reply { id: job.id, result });
+}
+
+fn handle(state: &State, op: Op, fd: Option<OwnedFd>) -> Result<Answer> {
+    let rt = &*state.runtime;
+    Ok(match op {
+        Op::Load { version, artifact } => Answer::Meta(load(state, fd, &artifact, version)?),
+        Op::Swap { swap, steps } => {
+            let steps: Vec<SwapStep> = steps
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| step(state, swap, i, s))
+                .collect();
+            Answer::Swapped(rt.swap(&steps)?)
+        }
+        Op::Call { module, request } => Answer::Bytes(rt.call(&module, &request, None)?),
+        Op::Checkpoint => Answer::States(rt.checkpoint()?),
+        Op::Remove { module } => {
+            rt.remove(&module)?;
+            Answer::Done
+        }
+        Op::Forget { module, version } => {
+            rt.forget(&module, version)?;
+            Answer::Done
+        }
+    })
+}
+
+/// Loads the artifact the host opened: straight from the descriptor's
+/// `/proc/self/fd` path when the jail lets the worker read the file there
+/// (it is in an artifact folder), else from a copy staged in the work
+/// folder. Errors name the host's path.
+fn load(
+    state: &State,
+    fd: Option<OwnedFd>,
+    artifact: &Path,
+    version: u32,
+) -> Result<crate::ModuleMeta> {
+    use std::os::fd::AsRawFd;
+    let Some(fd) = fd else {
+        return Err(Error::Worker {
+            message: "a load request came without the artifact".into(),
+        });
+    };
+    let direct = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    if std::fs::File::open(&direct).is_ok() {
+        return state
+            .runtime
+            .load(&direct, version)
+            .map_err(|e| rename(e, artifact));
+    }
+    let staged = PathBuf::from(format!(
+        "stage-{}.so",
+        state.staged.fetch_add(1, Ordering::Relaxed)
+    ));
+    let copied = std::fs::File::create(&staged)
+        .and_then(|mut out| std::io::copy(&mut std::fs::File::from(fd), &mut out));
+    if let Err(source) = copied {
+        let _ = std::fs::remove_file(&staged);
+        return Err(Error::Io {
+            action: "staging the artifact",
+            path: artifact.to_owned(),
+            source,
+        });
+    }
+    let result = state.runtime.load(&staged, version);
+    let _ = std::fs::remove_file(&staged);
+    result.map_err(|e| rename(e, artifact))
+}
+
+/// Puts the host's artifact path into errors that name the staged copy.
+fn rename(e: Error, artifact: &Path) -> Error {
+    let path = artifact.to_owned();
+    match e {
+        Error::Load { message, .. } => Error::Load { path, message },
+        Error::NotAPlugin { reason, .. } => Error::NotAPlugin { path, reason },
+        Error::Incompatible { details, .. } => Error::Incompatible { path, details },
+        Error::Io { action, source, .. } => Error::Io {
+            action,
+            path,
+            source,
+        },
+        other => other,
+    }
+}
+
+fn step(state: &State, swap: u64, index: usize, s: Step) -> SwapStep {
+    let migration: Option<Migration> = s.migration.then(|| {
+        let (outbox, migrations) = (Arc::clone(&state.outbox), Arc::clone(&state.migrations));
+        let step = index as u32;
+        Arc::new(move |bytes: &[u8], from: u32, to: u32| {
+            let id = migrations.next.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            migrations.waiting.lock().insert(id, tx);
+            outbox.send(&FromWorker::Migrate {
+                id,
+                swap,
+                step,
+                bytes: bytes.to_vec(),
+                from,
+                to,
+            });
+            rx.recv()
+                .unwrap_or_else(|_| Err("the host did not answer the migration request".into()))
+        }) as Migration
+    });
+    SwapStep {
+        module: s.module,
+        version: s.version,
+        carry_state: s.carry_state,
+        initial_state: s.initial_state,
+        migration,
+        health_check: s.health_check,
+    }
+}
