@@ -89,7 +89,18 @@ struct NewArgs {
     api: Option<PathBuf>,
 }
 
+/// The hidden subcommand that turns this binary into a sandbox worker
+/// process (see `sandbox_isolate::worker`); handled before anything else
+/// starts, so a worker runs no async runtime and no logger of its own.
+pub const WORKER_SUBCOMMAND: &str = "__worker";
+
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == WORKER_SUBCOMMAND)
+    {
+        return sandbox_core::isolate::worker::worker_main();
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

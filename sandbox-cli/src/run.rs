@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use sandbox_core::isolate::{Process, WorkerCommand};
 use sandbox_core::{Config, EventStream, Manager, SandboxId, SandboxSpec};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -29,12 +30,21 @@ pub fn id_for(dir: &std::path::Path) -> SandboxId {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let base = match &args.cache_dir {
+        Some(dir) => Config::with_cache_root(dir),
+        None => Config::default(),
+    };
     let config = Config {
         offline: args.offline,
         history: args.history,
-        ..Config::default()
+        ..base
     };
-    let manager = Manager::new(config).context("starting the sandbox manager")?;
+    let worker = WorkerCommand::current_exe_with([crate::WORKER_SUBCOMMAND])
+        .context("finding this executable to run sandbox workers")?;
+    let manager = Manager::builder(config)
+        .isolator(Process::new(worker))
+        .build()
+        .context("starting the sandbox manager")?;
     let id = match &args.id {
         Some(id) => SandboxId::new(id.clone())?,
         None => id_for(&args.dir),

@@ -3,4 +3,5 @@
 
 mod host;
 mod new_and_demo;
+mod process;
 mod run;
