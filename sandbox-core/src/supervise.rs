@@ -240,15 +240,8 @@ impl Manager {
         tokio::time::sleep(backoff).await;
         match self.relaunch(&sb, false).await {
             Ok(()) => {
-                let restart_count = {
-                    let mut state = sb.state.lock();
-                    state.restart_count += 1;
-                    state.restart_count
-                };
                 self.set_status(&sb, Status::Running);
-                self.inner
-                    .events
-                    .emit(&sb.id, EventKind::Restarted { restart_count });
+                self.count_restart(&sb);
             }
             Err(e) => {
                 self.set_status(&sb, Status::Error);

@@ -15,38 +15,60 @@ use crate::manager::{
 use crate::{Error, Manager, ReloadReport, Result, SandboxInfo, Status, Swapped};
 
 impl Manager {
+    /// Runs `op` on sandbox `id` holding its `ops` lock (so code-changing
+    /// operations never interleave), on a task of its own (so dropping the
+    /// caller's future never stops it halfway), in a span with the sandbox id.
+    pub(crate) async fn exclusive<T, F, Fut>(
+        &self,
+        id: &str,
+        operation: &'static str,
+        op: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Manager, Arc<Sandbox>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        let sb = self.get(id)?;
+        let span = tracing::info_span!("operation", operation, sandbox = %sb.id);
+        let this = self.clone();
+        detached(
+            async move {
+                let _op = sb.ops.lock().await;
+                op(this, Arc::clone(&sb)).await
+            }
+            .instrument(span),
+        )
+        .await
+    }
+
     /// Rebuilds sandbox `id` and swaps every module whose artifact changed,
     /// plus every module that depends on one, dependencies first, carrying
     /// state, all or nothing. A compile error or a failed swap leaves the
     /// current versions serving.
     pub async fn hot_reload(&self, id: &str) -> Result<ReloadReport> {
-        let (this, id) = (self.clone(), id.to_owned());
-        detached(async move { this.hot_reload_detached(&id).await }).await
+        self.exclusive(id, "hot_reload", |this, sb| async move {
+            this.hot_reload_locked(&sb).await
+        })
+        .await
     }
 
-    async fn hot_reload_detached(&self, id: &str) -> Result<ReloadReport> {
-        let sb = self.get(id)?;
-        let span = tracing::info_span!("hot_reload", sandbox = %sb.id);
-        async {
-            let _op = sb.ops.lock().await;
-            self.ensure_running(&sb)?;
-            self.set_status(&sb, Status::Reloading);
-            let result = self.reload_locked(&sb).await;
-            self.set_status(&sb, Status::Running);
-            if let Err(e) = &result {
-                self.inner.events.emit(
-                    &sb.id,
-                    EventKind::Failed {
-                        operation: "reload".into(),
-                        kind: e.kind().into(),
-                        message: e.to_string(),
-                    },
-                );
-            }
-            result
+    async fn hot_reload_locked(&self, sb: &Arc<Sandbox>) -> Result<ReloadReport> {
+        self.ensure_running(sb)?;
+        self.set_status(sb, Status::Reloading);
+        let result = self.reload_locked(sb).await;
+        self.set_status(sb, Status::Running);
+        if let Err(e) = &result {
+            self.inner.events.emit(
+                &sb.id,
+                EventKind::Failed {
+                    operation: "reload".into(),
+                    kind: e.kind().into(),
+                    message: e.to_string(),
+                },
+            );
         }
-        .instrument(span)
-        .await
+        result
     }
 
     pub(crate) fn ensure_running(&self, sb: &Sandbox) -> Result<()> {
@@ -326,160 +348,159 @@ impl Manager {
     /// Swaps `module` of sandbox `id` back (or forward) to retained
     /// `version`, carrying its live state like any swap.
     pub async fn rollback(&self, id: &str, module: &str, version: u32) -> Result<Swapped> {
-        let (this, id, module) = (self.clone(), id.to_owned(), module.to_owned());
-        detached(async move { this.rollback_detached(&id, &module, version).await }).await
+        let module = module.to_owned();
+        self.exclusive(id, "rollback", move |this, sb| async move {
+            this.rollback_locked(&sb, &module, version).await
+        })
+        .await
     }
 
-    async fn rollback_detached(&self, id: &str, module: &str, version: u32) -> Result<Swapped> {
-        let sb = self.get(id)?;
-        let span = tracing::info_span!("rollback", sandbox = %sb.id, module, version);
-        async {
-            let _op = sb.ops.lock().await;
-            self.ensure_running(&sb)?;
-            let (step, from, graph, path) = {
-                let state = sb.state.lock();
-                let rec = state
-                    .modules
-                    .get(module)
-                    .ok_or_else(|| unknown_module(&state, module))?;
-                let target = rec
-                    .history
-                    .rollback_target(version)
-                    .map_err(Error::Version)?;
-                let mut graph = state.graph.clone();
-                graph
-                    .insert(module, &target.dependencies)
-                    .map_err(Error::Dependencies)?;
-                graph
-                    .check_dependencies_known()
-                    .map_err(Error::Dependencies)?;
-                let step = SwapStep {
-                    migration: state.migrations.get(module).cloned(),
-                    ..SwapStep::new(module, version)
-                };
-                (step, rec.current(), graph, rec.paths.get(&version).cloned())
+    async fn rollback_locked(
+        &self,
+        sb: &Arc<Sandbox>,
+        module: &str,
+        version: u32,
+    ) -> Result<Swapped> {
+        self.ensure_running(sb)?;
+        let (step, from, graph, path) = {
+            let state = sb.state.lock();
+            let rec = state
+                .modules
+                .get(module)
+                .ok_or_else(|| unknown_module(&state, module))?;
+            let target = rec
+                .history
+                .rollback_target(version)
+                .map_err(Error::Version)?;
+            let mut graph = state.graph.clone();
+            graph
+                .insert(module, &target.dependencies)
+                .map_err(Error::Dependencies)?;
+            graph
+                .check_dependencies_known()
+                .map_err(Error::Dependencies)?;
+            let step = SwapStep {
+                migration: state.migrations.get(module).cloned(),
+                ..SwapStep::new(module, version)
             };
-            let rt = sb.runtime();
-            let swapped = blocking(move || {
-                // A restarted or recycled worker loads retained versions on demand.
-                if let Some(path) = path {
-                    match rt.load(&path, version) {
-                        Ok(_) | Err(sandbox_isolate::Error::AlreadyLoaded { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
+            (step, rec.current(), graph, rec.paths.get(&version).cloned())
+        };
+        let rt = sb.runtime();
+        let swapped = blocking(move || {
+            // A restarted or recycled worker loads retained versions on demand.
+            if let Some(path) = path {
+                match rt.load(&path, version) {
+                    Ok(_) | Err(sandbox_isolate::Error::AlreadyLoaded { .. }) => {}
+                    Err(e) => return Err(e),
                 }
-                rt.swap(std::slice::from_ref(&step))
-            })
-            .await?;
-            if let Err(e) = swapped {
-                self.inner.events.emit(
-                    &sb.id,
-                    EventKind::RolledBack {
-                        modules: vec![module.to_owned()],
-                        reason: e.to_string(),
-                    },
-                );
-                return Err(e.into());
             }
-            {
-                let mut state = sb.state.lock();
-                if let Some(rec) = state.modules.get_mut(module) {
-                    rec.history.set_current(version).map_err(Error::Version)?;
-                }
-                state.graph = graph;
-                state.updated_at = SystemTime::now();
-            }
-            let events = &self.inner.events;
-            events.emit(
+            rt.swap(std::slice::from_ref(&step))
+        })
+        .await?;
+        if let Err(e) = swapped {
+            self.inner.events.emit(
                 &sb.id,
-                EventKind::Rollback {
-                    module: module.to_owned(),
-                    from,
-                    to: version,
+                EventKind::RolledBack {
+                    modules: vec![module.to_owned()],
+                    reason: e.to_string(),
                 },
             );
-            events.emit(
-                &sb.id,
-                EventKind::Swapped {
-                    module: module.to_owned(),
-                    from: Some(from),
-                    to: version,
-                },
-            );
-            self.after_swap(&sb, 1).await;
-            Ok(Swapped {
+            return Err(e.into());
+        }
+        {
+            let mut state = sb.state.lock();
+            if let Some(rec) = state.modules.get_mut(module) {
+                rec.history.set_current(version).map_err(Error::Version)?;
+            }
+            state.graph = graph;
+            state.updated_at = SystemTime::now();
+        }
+        let events = &self.inner.events;
+        events.emit(
+            &sb.id,
+            EventKind::Rollback {
+                module: module.to_owned(),
+                from,
+                to: version,
+            },
+        );
+        events.emit(
+            &sb.id,
+            EventKind::Swapped {
                 module: module.to_owned(),
                 from: Some(from),
                 to: version,
-            })
-        }
-        .instrument(span)
-        .await
+            },
+        );
+        self.after_swap(sb, 1).await;
+        Ok(Swapped {
+            module: module.to_owned(),
+            from: Some(from),
+            to: version,
+        })
     }
 
     /// Rebuilds every module instance of sandbox `id` from its current
-    /// version, carrying state, in dependency order.
+    /// version, carrying state, in dependency order (process isolation: in a
+    /// fresh worker).
     pub async fn restart(&self, id: &str) -> Result<SandboxInfo> {
-        let (this, id) = (self.clone(), id.to_owned());
-        detached(async move { this.restart_detached(&id).await }).await
+        self.exclusive(id, "restart", |this, sb| async move {
+            this.restart_locked(&sb).await
+        })
+        .await
     }
 
-    async fn restart_detached(&self, id: &str) -> Result<SandboxInfo> {
-        let sb = self.get(id)?;
-        let span = tracing::info_span!("restart", sandbox = %sb.id);
-        async {
-            let _op = sb.ops.lock().await;
-            // A sandbox left in `Error` (crash budget spent) may be restarted by hand.
-            if sb.state.lock().status != Status::Error {
-                self.ensure_running(&sb)?;
-            }
-            self.set_status(&sb, Status::Starting);
-            if sb.spec.isolation == sandbox_isolate::IsolationKind::Process {
-                // A fresh worker, started from the live state.
-                let result = self.relaunch(&sb, true).await;
-                self.set_status(&sb, Status::Running);
-                result?;
-                let restart_count = {
-                    let mut state = sb.state.lock();
-                    state.restart_count += 1;
-                    state.restart_count
-                };
-                self.inner
-                    .events
-                    .emit(&sb.id, EventKind::Restarted { restart_count });
-                return Ok(self.snapshot(&sb));
-            }
-            let steps: Vec<SwapStep> = {
-                let state = sb.state.lock();
-                state
-                    .graph
-                    .topological_levels()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|m| {
-                        let rec = state.modules.get(&m)?;
-                        Some(SwapStep {
-                            migration: state.migrations.get(&m).cloned(),
-                            ..SwapStep::new(m, rec.current())
-                        })
-                    })
-                    .collect()
-            };
-            let rt = sb.runtime();
-            let result = blocking(move || rt.swap(&steps)).await?;
-            self.set_status(&sb, Status::Running);
-            result?;
-            let restart_count = {
-                let mut state = sb.state.lock();
-                state.restart_count += 1;
-                state.restart_count
-            };
-            self.inner
-                .events
-                .emit(&sb.id, EventKind::Restarted { restart_count });
-            Ok(self.snapshot(&sb))
+    async fn restart_locked(&self, sb: &Arc<Sandbox>) -> Result<SandboxInfo> {
+        // A sandbox left in `Error` (crash budget spent) may be restarted by hand.
+        if sb.state.lock().status != Status::Error {
+            self.ensure_running(sb)?;
         }
-        .instrument(span)
-        .await
+        self.set_status(sb, Status::Starting);
+        let result = if sb.spec.isolation == sandbox_isolate::IsolationKind::Process {
+            // A fresh worker, started from the live state.
+            self.relaunch(sb, true).await
+        } else {
+            self.reinstantiate(sb).await
+        };
+        self.set_status(sb, Status::Running);
+        result?;
+        self.count_restart(sb);
+        Ok(self.snapshot(sb))
+    }
+
+    /// Replaces every instance of the runtime by a fresh one of the same
+    /// version, state carried, dependencies first.
+    async fn reinstantiate(&self, sb: &Arc<Sandbox>) -> Result<()> {
+        let steps: Vec<SwapStep> = {
+            let state = sb.state.lock();
+            state
+                .graph
+                .topological_levels()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let rec = state.modules.get(&m)?;
+                    Some(SwapStep {
+                        migration: state.migrations.get(&m).cloned(),
+                        ..SwapStep::new(m, rec.current())
+                    })
+                })
+                .collect()
+        };
+        let rt = sb.runtime();
+        blocking(move || rt.swap(&steps)).await??;
+        Ok(())
+    }
+
+    /// Counts a restart and reports it.
+    pub(crate) fn count_restart(&self, sb: &Sandbox) {
+        let restart_count = {
+            let mut state = sb.state.lock();
+            state.restart_count += 1;
+            state.restart_count
+        };
+        self.inner
+            .events
+            .emit(&sb.id, EventKind::Restarted { restart_count });
     }
 }

@@ -8,32 +8,40 @@ use serde_json::json;
 
 use crate::BUILD;
 
+/// The counter example with auto-reload on, its creation events drained.
+async fn watched() -> TestSandbox {
+    let mut sb = TestSandbox::example("counter").await.unwrap();
+    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
+    sb.drain_events();
+    sb
+}
+
+/// Adds `n` to the counter and returns the total.
+async fn add(sb: &TestSandbox, n: i64) -> i64 {
+    sb.call("counter", json!({ "add": n })).await.unwrap()["value"]
+        .as_i64()
+        .unwrap()
+}
+
 fn swapped_to(v: u32) -> impl Fn(&EventKind) -> bool {
     move |k| matches!(k, EventKind::Swapped { to, .. } if *to == v)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_save_swaps_the_module_and_keeps_its_state() {
-    let mut sb = TestSandbox::example("counter").await.unwrap();
-    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
-    sb.drain_events();
+    let mut sb = watched().await;
     assert!(sb.manager.auto_reload_enabled(sb.id.as_str()));
     sb.call("counter", json!({"add": 2})).await.unwrap();
     fixtures::bump_version(&sb.source().join("Cargo.toml")).unwrap();
     sb.await_event("swap to v2", BUILD, swapped_to(2))
         .await
         .unwrap();
-    assert_eq!(
-        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
-        3
-    );
+    assert_eq!(add(&sb, 1).await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rapid_saves_cause_one_compile() {
-    let mut sb = TestSandbox::example("counter").await.unwrap();
-    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
-    sb.drain_events();
+    let mut sb = watched().await;
     let lib = sb.read("src/lib.rs").unwrap();
     for i in 0..10 {
         sb.write("src/lib.rs", &format!("{lib}\n// save {i}\n"))
@@ -87,9 +95,7 @@ async fn an_edit_in_one_sandbox_never_reloads_another() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_save_then_a_fixed_save() {
-    let mut sb = TestSandbox::example("counter").await.unwrap();
-    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
-    sb.drain_events();
+    let mut sb = watched().await;
     sb.call("counter", json!({"add": 4})).await.unwrap();
     let lib = sb.read("src/lib.rs").unwrap();
     sb.write("src/lib.rs", &format!("{lib}\nfn broken( {{\n"))
@@ -106,11 +112,7 @@ async fn a_broken_save_then_a_fixed_save() {
     assert!(diagnostics
         .iter()
         .any(|d| d.file.as_ref().is_some_and(|f| f.ends_with("src/lib.rs")) && d.line.is_some()));
-    assert_eq!(
-        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
-        5,
-        "the old version kept serving"
-    );
+    assert_eq!(add(&sb, 1).await, 5, "the old version kept serving");
     sb.write(
         "src/lib.rs",
         &lib.replacen("checked_add(add)", "checked_add(add * 2)", 1),
@@ -119,17 +121,12 @@ async fn a_broken_save_then_a_fixed_save() {
     sb.await_event("swap to v2", BUILD, swapped_to(2))
         .await
         .unwrap();
-    assert_eq!(
-        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
-        7
-    );
+    assert_eq!(add(&sb, 1).await, 7);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_folder_removed_is_an_error_event_and_the_sandbox_keeps_serving() {
-    let mut sb = TestSandbox::example("counter").await.unwrap();
-    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
-    sb.drain_events();
+    let mut sb = watched().await;
     sb.call("counter", json!({"add": 1})).await.unwrap();
     std::fs::remove_dir_all(sb.source()).unwrap();
     let e = sb
@@ -141,17 +138,12 @@ async fn the_folder_removed_is_an_error_event_and_the_sandbox_keeps_serving() {
         .await
         .unwrap();
     assert!(format!("{:?}", e.kind).contains("disappeared"), "{e:?}");
-    assert_eq!(
-        sb.call("counter", json!({"add": 1})).await.unwrap()["value"],
-        2
-    );
+    assert_eq!(add(&sb, 1).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disable_stops_reloads() {
-    let mut sb = TestSandbox::example("counter").await.unwrap();
-    sb.manager.enable_auto_reload(sb.id.as_str()).await.unwrap();
-    sb.drain_events();
+    let mut sb = watched().await;
     sb.manager
         .disable_auto_reload(sb.id.as_str())
         .await

@@ -51,21 +51,31 @@ async fn an_edit_swaps_the_module_and_keeps_its_state() {
     assert_ne!(versions[0].checksum, versions[1].checksum);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_plugin_migrates_state_from_the_old_schema() {
+/// A sandbox running a counter at state schema 1.
+async fn schema_1_counter() -> TestSandbox {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("v1");
     fixtures::write_plugin(&src, "counter", fixtures::COUNTER_SCHEMA_1).unwrap();
-    let sb = TestSandbox::from_dir(&src, SandboxSpec::new(""))
+    TestSandbox::from_dir(&src, SandboxSpec::new(""))
         .await
-        .unwrap();
-    assert_eq!(sb.info().unwrap().modules[0].schema, 1);
-    sb.call("counter", json!({"add": 4})).await.unwrap();
-    // The example counter is schema 2 and migrates `{"total"}` to `{"value", "calls"}`.
+        .unwrap()
+}
+
+/// Puts the example counter's source (state schema 2) in place of `sb`'s.
+fn install_example_counter(sb: &TestSandbox) {
     let example =
         std::fs::read_to_string(sandbox_testkit::example_dir("counter").join("src/lib.rs"))
             .unwrap();
     sb.write("src/lib.rs", &example).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plugin_migrates_state_from_the_old_schema() {
+    let sb = schema_1_counter().await;
+    assert_eq!(sb.info().unwrap().modules[0].schema, 1);
+    sb.call("counter", json!({"add": 4})).await.unwrap();
+    // The example counter is schema 2 and migrates `{"total"}` to `{"value", "calls"}`.
+    install_example_counter(&sb);
     let report = sb.manager.hot_reload(sb.id.as_str()).await.unwrap();
     assert_eq!(report.swapped.len(), 1);
     assert_eq!(sb.info().unwrap().modules[0].schema, 2);
@@ -77,12 +87,7 @@ async fn the_plugin_migrates_state_from_the_old_schema() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_registered_migration_is_used_when_given() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("v1");
-    fixtures::write_plugin(&src, "counter", fixtures::COUNTER_SCHEMA_1).unwrap();
-    let sb = TestSandbox::from_dir(&src, SandboxSpec::new(""))
-        .await
-        .unwrap();
+    let sb = schema_1_counter().await;
     sb.call("counter", json!({"add": 4})).await.unwrap();
     sb.manager
         .register_migration(
@@ -102,10 +107,7 @@ async fn a_host_registered_migration_is_used_when_given() {
             }),
         )
         .unwrap();
-    let example =
-        std::fs::read_to_string(sandbox_testkit::example_dir("counter").join("src/lib.rs"))
-            .unwrap();
-    sb.write("src/lib.rs", &example).unwrap();
+    install_example_counter(&sb);
     sb.manager.hot_reload(sb.id.as_str()).await.unwrap();
     assert_eq!(
         sb.call("counter", json!({"add": 1})).await.unwrap(),
