@@ -65,6 +65,17 @@ struct RunArgs {
     /// (default: $SANDBOX_CACHE_DIR, else ~/.cache/sandbox).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Process isolation: pre-started empty workers kept ready.
+    #[arg(long, default_value_t = 0)]
+    warm_pool: usize,
+    /// Process isolation: replace the worker (state carried) after this
+    /// many swaps, giving back the memory of old versions; 0 never.
+    #[arg(long, default_value_t = 50)]
+    recycle_after: u32,
+    /// Process isolation: crashes tolerated within a minute before the
+    /// sandbox is left in `error`.
+    #[arg(long, default_value_t = 5)]
+    max_restarts: u32,
 }
 
 /// Options of `sandbox demo`.

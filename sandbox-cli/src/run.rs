@@ -37,12 +37,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config {
         offline: args.offline,
         history: args.history,
+        recycle_after_swaps: args.recycle_after,
+        max_restarts: args.max_restarts,
         ..base
     };
     let worker = WorkerCommand::current_exe_with([crate::WORKER_SUBCOMMAND])
         .context("finding this executable to run sandbox workers")?;
     let manager = Manager::builder(config)
-        .isolator(Process::new(worker))
+        .isolator(Process::new(worker).with_pool(args.warm_pool))
         .build()
         .context("starting the sandbox manager")?;
     let id = match &args.id {

@@ -209,7 +209,7 @@ impl Error {
 
     /// A short machine-readable name for the error, used as `kind` in the
     /// `sandbox run` protocol: `compile`, `not_found`, `bad_request`,
-    /// `plugin`, `swap`, `timeout`, `security`, `version`, `dependency`, `system`.
+    /// `plugin`, `swap`, `timeout`, `crashed`, `security`, `version`, `dependency`, `watch`, `not_running`, `system`.
     pub fn kind(&self) -> &'static str {
         use sandbox_isolate::Error as I;
         match self {
@@ -233,6 +233,7 @@ impl Error {
                 I::Plugin { .. } | I::UndeclaredDependency { .. } => "plugin",
                 I::Timeout { .. } => "timeout",
                 I::Swap { .. } | I::Migration { .. } => "swap",
+                I::WorkerDied { .. } => "crashed",
                 _ => "system",
             },
         }

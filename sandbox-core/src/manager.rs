@@ -661,7 +661,7 @@ impl Manager {
     }
 
     pub(crate) fn snapshot(&self, sb: &Sandbox) -> SandboxInfo {
-        let pid = sb.runtime().info().pid;
+        let runtime = sb.runtime().info();
         let state = sb.state.lock();
         let modules = state
             .modules
@@ -684,7 +684,8 @@ impl Manager {
             status: state.status,
             source: sb.spec.source.clone(),
             isolation: sb.spec.isolation,
-            pid,
+            pid: runtime.pid,
+            jail: runtime.jail,
             profile: sb.spec.profile,
             modules,
             created_at: sb.created_at,

@@ -131,15 +131,21 @@ impl Manager {
     /// for restart and recycling) or from the last checkpoint (after a crash).
     /// The caller holds the sandbox's `ops` lock.
     pub(crate) async fn relaunch(&self, sb: &Arc<Sandbox>, from_live: bool) -> Result<()> {
-        let states: BTreeMap<String, SavedState> = if from_live {
+        let live = if from_live {
             let old = sb.runtime();
-            blocking(move || old.checkpoint())
-                .await??
-                .into_iter()
-                .collect()
+            match blocking(move || old.checkpoint()).await? {
+                Ok(states) => Some(states.into_iter().collect()),
+                // A dead worker (restart by hand after a crash): the checkpoint it is.
+                Err(e) => {
+                    tracing::info!(sandbox = %sb.id, error = %e, "no live state; restarting from the last checkpoint");
+                    None
+                }
+            }
         } else {
-            sb.state.lock().saved.clone()
+            None
         };
+        let states: BTreeMap<String, SavedState> =
+            live.unwrap_or_else(|| sb.state.lock().saved.clone());
         let epoch = sb.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         let launch = self.launch_spec(&sb.id, &sb.spec, sb.generation, epoch);
         let isolator = self.isolator(sb.spec.isolation)?;

@@ -213,6 +213,10 @@ pub struct SandboxInfo {
     pub isolation: IsolationKind,
     /// The process hosting its modules.
     pub pid: u32,
+    /// Process isolation: the isolation layers the kernel offers (user, pid,
+    /// mount, net, ipc and uts namespaces, seccomp, the landlock ABI; a
+    /// missing layer is also logged as a warning when the worker starts).
+    pub jail: Option<sandbox_isolate::jail::JailSupport>,
     /// Its security profile.
     pub profile: Profile,
     /// Its modules, sorted by name.

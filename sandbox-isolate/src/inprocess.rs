@@ -585,6 +585,7 @@ impl Runtime for InProcessRuntime {
             pid: std::process::id(),
             modules,
             loaded_versions: self.inner.libraries.lock().len(),
+            jail: None,
         }
     }
 }

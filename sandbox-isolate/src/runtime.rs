@@ -177,6 +177,9 @@ pub struct RuntimeInfo {
     pub modules: Vec<(String, u32)>,
     /// Library versions currently held loaded.
     pub loaded_versions: usize,
+    /// The isolation layers the kernel offers a worker (`None` in-process,
+    /// where nothing is enforced).
+    pub jail: Option<crate::jail::JailSupport>,
 }
 
 /// Why the process hosting a sandbox's modules went away.

@@ -759,6 +759,7 @@ impl Runtime for ProcessRuntime {
                 .map(|(m, v)| (m.clone(), *v))
                 .collect(),
             loaded_versions: mirror.loaded.len(),
+            jail: Some(crate::jail::probe().clone()),
         }
     }
 }
