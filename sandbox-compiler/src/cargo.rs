@@ -15,6 +15,8 @@ use crate::hash::{self, read_manifest};
 use crate::messages::{self, BuildMessages, BuiltArtifact};
 use crate::target_lock::TargetLock;
 use crate::validate::validate_bytes;
+use sandbox_isolate::jail::{FsRules, JailConfig};
+
 use crate::{BuildOutput, BuildRequest, Compiler, Diagnostic, Error, Level, Profile, Result};
 
 /// How long `rustc -vV` may take.
@@ -207,11 +209,12 @@ impl CargoCompiler {
         source: &Path,
         lock: &TargetLock,
         deadline: Instant,
+        jail: Option<&JailConfig>,
     ) -> Result<(Vec<BuiltArtifact>, Vec<Diagnostic>)> {
         let mut owners = lock.owners();
         let mut cleaned = BTreeSet::new();
         loop {
-            let messages = self.cargo_build(request, source, deadline)?;
+            let messages = self.cargo_build(request, source, deadline, jail)?;
             // A file cargo found fresh is only ours if we were the last to
             // produce it: packages of other trees with the same name and
             // relative path share fingerprints and (unhashed) file names.
@@ -242,13 +245,19 @@ impl CargoCompiler {
             }
             for package in stale {
                 tracing::debug!(%package, "outputs were last built from another tree; cleaning them");
-                self.cargo_clean(request, source, &package, deadline)?;
+                self.cargo_clean(request, source, &package, deadline, jail)?;
                 cleaned.insert(package);
             }
         }
     }
 
-    fn cargo_command(&self, request: &BuildRequest, source: &Path, subcommand: &str) -> ChildSpec {
+    fn cargo_command(
+        &self,
+        request: &BuildRequest,
+        source: &Path,
+        subcommand: &str,
+        jail: Option<&JailConfig>,
+    ) -> ChildSpec {
         let mut spec = ChildSpec::new(&self.cargo)
             .arg(subcommand)
             .arg("--manifest-path")
@@ -258,8 +267,14 @@ impl CargoCompiler {
             .current_dir(source)
             .env("CARGO_TERM_COLOR", "never")
             .limits(Self::limits(request));
-        if request.offline {
+        if request.offline || jail.is_some() {
             spec = spec.arg("--offline");
+        }
+        if let Some(jail) = jail {
+            let tmp = self.target_dir.join("tmp");
+            // Best effort: cargo reports a temp dir it cannot use.
+            let _ = std::fs::create_dir_all(&tmp);
+            spec = spec.jail(jail.clone()).env("TMPDIR", tmp);
         }
         if request.profile == Profile::Release {
             spec = spec.arg("--release");
@@ -279,9 +294,10 @@ impl CargoCompiler {
         request: &BuildRequest,
         source: &Path,
         deadline: Instant,
+        jail: Option<&JailConfig>,
     ) -> Result<BuildMessages> {
         let mut spec = self
-            .cargo_command(request, source, "build")
+            .cargo_command(request, source, "build", jail)
             .args(["--lib", "--message-format=json"]);
         if read_manifest(&source.join("Cargo.toml")).is_some_and(|m| m.contains_key("workspace")) {
             spec = spec.arg("--workspace");
@@ -309,15 +325,79 @@ impl CargoCompiler {
         })
     }
 
+    /// `cargo fetch`: downloads what the lockfile names (network unless the
+    /// request is offline), running none of the source's code.
+    fn cargo_fetch(&self, request: &BuildRequest, source: &Path, deadline: Instant) -> Result<()> {
+        let mut spec = ChildSpec::new(&self.cargo)
+            .args(["fetch", "--manifest-path"])
+            .arg(source.join("Cargo.toml"))
+            .current_dir(source)
+            .env("CARGO_TERM_COLOR", "never")
+            .limits(Self::limits(request));
+        if request.offline {
+            spec = spec.arg("--offline");
+        }
+        let finished = child::run(&spec, deadline, |stdout| child::read_tail(stdout, 4096))
+            .map_err(|e| child::build_error(e, request.timeout))?;
+        if finished.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Cargo {
+                status: finished.status.to_string(),
+                stderr: useful_tail(&finished.stderr),
+            })
+        }
+    }
+
+    /// The jail of a build of untrusted source: no network, the system
+    /// libraries and the toolchain read-only, the source trees read-only,
+    /// writes only to the target dir (temp files included: `TMPDIR` points
+    /// inside it). Host secrets such as `/etc/shadow` stay unreadable.
+    fn build_jail(&self, source: &Path, roots: &[PathBuf]) -> JailConfig {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
+        let from_env = |key: &str, fallback: PathBuf| {
+            std::env::var_os(key).map(PathBuf::from).unwrap_or(fallback)
+        };
+        let mut read_only: Vec<PathBuf> = vec![
+            from_env("CARGO_HOME", home.join(".cargo")),
+            from_env("RUSTUP_HOME", home.join(".rustup")),
+            "/usr".into(),
+            "/bin".into(),
+            "/lib".into(),
+            "/lib64".into(),
+            "/proc".into(),
+            "/dev/null".into(),
+            "/dev/urandom".into(),
+            "/etc/ld.so.cache".into(),
+            "/etc/passwd".into(),
+            "/etc/group".into(),
+            "/etc/nsswitch.conf".into(),
+            "/etc/localtime".into(),
+            source.to_owned(),
+        ];
+        read_only.extend(roots.iter().cloned());
+        // Cargo reads `.cargo/config.toml` of every folder above the source.
+        read_only.extend(source.ancestors().map(|dir| dir.join(".cargo")));
+        read_only.retain(|p| p.exists());
+        let read_write = vec![self.target_dir.clone()];
+        JailConfig::build(FsRules {
+            read_only,
+            read_write,
+        })
+    }
+
     fn cargo_clean(
         &self,
         request: &BuildRequest,
         source: &Path,
         package: &str,
         deadline: Instant,
+        jail: Option<&JailConfig>,
     ) -> Result<()> {
         let spec = self
-            .cargo_command(request, source, "clean")
+            .cargo_command(request, source, "clean", jail)
             .args(["--package", package]);
         let finished = child::run(&spec, deadline, |stdout| child::read_tail(stdout, 4096))
             .map_err(|e| child::build_error(e, request.timeout))?;
@@ -394,7 +474,16 @@ impl Compiler for CargoCompiler {
         }
         let deadline = Instant::now() + request.timeout;
         tracing::info!("building with cargo");
-        let (cdylibs, diagnostics) = self.build_locked(request, &source, &lock, deadline)?;
+        let jail = if request.jailed {
+            // Dependencies are fetched by cargo itself, outside the jail (no
+            // code of the source runs); the build then runs offline inside it.
+            self.cargo_fetch(request, &source, deadline)?;
+            Some(self.build_jail(&source, before.roots()))
+        } else {
+            None
+        };
+        let (cdylibs, diagnostics) =
+            self.build_locked(request, &source, &lock, deadline, jail.as_ref())?;
         if cdylibs.is_empty() {
             return Err(Error::NoPluginModules {
                 path: request.source.clone(),

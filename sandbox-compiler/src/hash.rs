@@ -25,6 +25,9 @@ const LOCKFILE_ENTRY: &str = "src:Cargo.lock";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TreeDigest {
     entries: BTreeMap<String, [u8; 32]>,
+    /// The folders hashed (the source and its path dependencies) and the
+    /// workspace manifests read: what a build of the tree reads.
+    roots: Vec<PathBuf>,
 }
 
 impl TreeDigest {
@@ -57,6 +60,11 @@ impl TreeDigest {
                 .all(|(k, v)| other.entries.get(k) == Some(v))
     }
 
+    /// The folders and manifests a build of the tree reads.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
     /// Number of files covered.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -67,6 +75,7 @@ impl TreeDigest {
 pub(crate) fn digest(root: &Path) -> Result<TreeDigest> {
     let mut entries = BTreeMap::new();
     let mut trees: Vec<PathBuf> = vec![root.to_owned()];
+    let mut extra_roots: Vec<PathBuf> = Vec::new();
     let mut queue: VecDeque<PathBuf> = VecDeque::new();
     let mut manifests_seen: BTreeSet<PathBuf> = BTreeSet::new();
 
@@ -97,6 +106,7 @@ pub(crate) fn digest(root: &Path) -> Result<TreeDigest> {
             }
             if !trees.iter().any(|t| ws_path.starts_with(t)) {
                 hash_file(&ws_path, format!("ws:{}", ws_path.display()), &mut entries)?;
+                extra_roots.push(ws_path.clone());
             }
             if let Some(ws) = read_manifest(&ws_path) {
                 let ws_base = ws_path.parent().unwrap_or(Path::new("/"));
@@ -116,7 +126,11 @@ pub(crate) fn digest(root: &Path) -> Result<TreeDigest> {
         trees.push(dir.clone());
         manifests = hash_tree(&dir, &format!("dep:{}:", dir.display()), &mut entries)?;
     }
-    Ok(TreeDigest { entries })
+    trees.extend(extra_roots);
+    Ok(TreeDigest {
+        entries,
+        roots: trees,
+    })
 }
 
 /// Hashes every file under `dir` into `entries` (named `prefix` + relative

@@ -181,6 +181,12 @@ pub struct BuildRequest {
     /// Debug info of the build, overriding the profile's (and the
     /// manifest's) `debug` setting unless [`DebugInfo::Profile`].
     pub debug_info: DebugInfo,
+    /// Build source that is not trusted: dependencies are fetched first
+    /// (cargo's own code, outside any jail), then cargo builds offline
+    /// inside the process jail of `sandbox-isolate` — new namespaces, no
+    /// network, landlock allowing writes only to the target and temp dirs
+    /// — so build scripts and proc macros cannot escape either.
+    pub jailed: bool,
 }
 
 /// How much debug info a build carries.
@@ -233,7 +239,14 @@ impl BuildRequest {
             timeout: Self::DEFAULT_TIMEOUT,
             memory_limit: Some(Self::DEFAULT_MEMORY_LIMIT),
             debug_info: DebugInfo::Profile,
+            jailed: false,
         }
+    }
+
+    /// Builds inside the jail (see [`BuildRequest::jailed`]).
+    pub fn jailed(mut self, jailed: bool) -> Self {
+        self.jailed = jailed;
+        self
     }
 
     /// Sets the debug info of the build.

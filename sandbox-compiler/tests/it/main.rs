@@ -9,6 +9,7 @@ mod support;
 mod cache;
 mod collision;
 mod errors;
+mod jail;
 mod success;
 mod timeout;
 mod workspace;
