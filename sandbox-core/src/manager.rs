@@ -1,7 +1,6 @@
 //! The `Manager`: the registry of sandboxes and every operation on them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -309,21 +308,27 @@ impl Manager {
         }
     }
 
-    fn build_request(&self, source: &Path) -> BuildRequest {
+    /// How `spec`'s source is built. Source whose code will run in a jail
+    /// (process isolation) or that the profile does not trust (`high`) is
+    /// also built in one, unless the profile trusts builds (`low`).
+    fn build_request(&self, spec: &SandboxSpec) -> BuildRequest {
         let config = &self.inner.config;
-        BuildRequest::new(source)
+        let untrusted = spec.isolation == IsolationKind::Process
+            || spec.profile == sandbox_security::Profile::High;
+        BuildRequest::new(&spec.source)
             .profile(config.build_profile)
             .offline(config.offline)
             .timeout(config.compile_timeout)
             .memory_limit(config.compile_memory)
             .debug_info(config.debug_info)
+            .jailed(untrusted && !spec.profile.permissions().trusts_build)
     }
 
-    pub(crate) async fn compile(&self, id: &SandboxId, source: &Path) -> Result<BuildOutput> {
+    pub(crate) async fn compile(&self, id: &SandboxId, spec: &SandboxSpec) -> Result<BuildOutput> {
         let events = &self.inner.events;
         events.emit(id, EventKind::CompileStarted);
         let compiler = Arc::clone(&self.inner.compiler);
-        let request = self.build_request(source);
+        let request = self.build_request(spec);
         let started = Instant::now();
         let result = blocking(move || compiler.build(&request)).await?;
         match result {
@@ -474,7 +479,7 @@ impl Manager {
                 to: Status::Compiling,
             },
         );
-        let build = self.compile(id, &spec.source).await?;
+        let build = self.compile(id, &spec).await?;
         self.recheck_policy(&spec, deferred)?;
         if build.artifacts.is_empty() {
             return Err(Error::NoModules { path: spec.source });

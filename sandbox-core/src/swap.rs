@@ -85,7 +85,7 @@ impl Manager {
 
     async fn reload_locked(&self, sb: &Arc<Sandbox>) -> Result<ReloadReport> {
         let deferred = self.check_policy(&sb.spec)?;
-        let build = self.compile(&sb.id, &sb.spec.source).await?;
+        let build = self.compile(&sb.id, &sb.spec).await?;
         self.recheck_policy(&sb.spec, deferred)?;
         let (cached, compile_millis) = (build.cached, millis(build.duration));
         let started = Instant::now();
