@@ -136,13 +136,7 @@ impl Prepared {
                 write_file(c"/proc/self/uid_map".as_ptr(), &self.uid_map)?;
             }
             // Credential changes clear the parent-death signal: set it last.
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) as libc::c_long)?;
+            die_with_parent()?;
             if libc::getppid() != self.host_pid {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
@@ -156,48 +150,22 @@ impl Prepared {
                 let mut status_pipe = [0 as libc::c_int; 2];
                 check(libc::pipe2(status_pipe.as_mut_ptr(), libc::O_CLOEXEC) as libc::c_long)?;
                 let [read_end, write_end] = status_pipe;
-                let reaper = libc::syscall(
-                    libc::SYS_pidfd_open,
-                    libc::syscall(libc::SYS_getpid),
-                    0usize,
-                );
-                check(reaper)?;
-                let init = libc::syscall(
-                    libc::SYS_clone,
-                    libc::SIGCHLD as libc::c_ulong,
-                    0usize,
-                    0usize,
-                    0usize,
-                    0usize,
-                );
-                check(init)?;
+                let reaper = pidfd_of_self()?;
+                let init = raw_fork()?;
                 if init > 0 {
-                    reap_and_mirror(init as libc::pid_t, read_end);
+                    reap_and_mirror(init, read_end);
                 }
                 // The init: dies with the reaper.
                 libc::close(read_end);
-                die_with(reaper as RawFd)?;
-                let init_fd = libc::syscall(
-                    libc::SYS_pidfd_open,
-                    libc::syscall(libc::SYS_getpid),
-                    0usize,
-                );
-                check(init_fd)?;
-                let program = libc::syscall(
-                    libc::SYS_clone,
-                    libc::SIGCHLD as libc::c_ulong,
-                    0usize,
-                    0usize,
-                    0usize,
-                    0usize,
-                );
-                check(program)?;
+                die_with(reaper)?;
+                let init_fd = pidfd_of_self()?;
+                let program = raw_fork()?;
                 if program > 0 {
-                    init_loop(program as libc::pid_t, write_end);
+                    init_loop(program, write_end);
                 }
                 // The program (pid 2): dies with the init (and the whole
                 // namespace does when the init goes).
-                die_with(init_fd as RawFd)?;
+                die_with(init_fd)?;
             }
 
             if self.landlock.is_some() || !self.seccomp.is_empty() {
@@ -275,21 +243,71 @@ unsafe fn write_file(path: *const libc::c_char, data: &[u8]) -> io::Result<()> {
     }
 }
 
+/// A raw fork: `clone(SIGCHLD)` without `CLONE_VM` and without a stack of
+/// its own, so none of the C library's `fork` handlers run. Returns the
+/// child's pid in the parent and 0 in the child.
+///
+/// # Safety
+/// The child is a copy of a possibly multi-threaded process: until it
+/// `exec`s or exits it may only make async-signal-safe system calls (no
+/// allocation, no locks).
+pub(super) unsafe fn raw_fork() -> io::Result<libc::pid_t> {
+    // SAFETY: like fork(2), the child gets a copy of the address space; the
+    // caller keeps the child to what is safe there.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    check(pid)?;
+    Ok(pid as libc::pid_t)
+}
+
+/// A pidfd of the calling process (for its children's [`die_with`]).
+fn pidfd_of_self() -> io::Result<RawFd> {
+    // SAFETY: two system calls that take no pointers; async-signal-safe.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_open,
+            libc::syscall(libc::SYS_getpid),
+            0usize,
+        )
+    };
+    check(fd)?;
+    Ok(fd as RawFd)
+}
+
+/// Has the kernel send `SIGKILL` to the calling process when its parent
+/// dies (cleared by credential changes and by `exec` of a set-id program).
+fn die_with_parent() -> io::Result<()> {
+    // SAFETY: a system call on this process's own state that takes no
+    // pointers; async-signal-safe.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    check(rc as libc::c_long)
+}
+
 /// Sets the parent-death signal, then exits if the parent (whose pidfd is
 /// `parent`) already died; closes `parent`.
 ///
 /// # Safety
 /// Only in a forked child; `parent` must be a pidfd.
 unsafe fn die_with(parent: RawFd) -> io::Result<()> {
+    die_with_parent()?;
     // SAFETY: async-signal-safe system calls on this process's own state.
     unsafe {
-        check(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        ) as libc::c_long)?;
         let mut poll = libc::pollfd {
             fd: parent,
             events: libc::POLLIN,

@@ -91,22 +91,11 @@ fn detect() -> JailSupport {
 
 /// Forks a child that tries `unshare(flags)` and reports whether it worked.
 fn try_unshare(flags: libc::c_int) -> bool {
-    // SAFETY: a raw fork (clone without CLONE_VM and without a new stack):
-    // the child only makes the `unshare` and `exit_group` system calls, which
-    // are async-signal-safe, and never returns into Rust code.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid < 0 {
+    // SAFETY: the child only makes the `unshare` and `exit_group` system
+    // calls, which are async-signal-safe, and never returns into Rust code.
+    let Ok(pid) = (unsafe { super::child::raw_fork() }) else {
         return false;
-    }
+    };
     if pid == 0 {
         // SAFETY: see above; in the child.
         unsafe {
@@ -117,7 +106,7 @@ fn try_unshare(flags: libc::c_int) -> bool {
     let mut status = 0;
     loop {
         // SAFETY: waits for the child forked above; `status` is a valid out pointer.
-        let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
         if rc >= 0 {
             break;
         }

@@ -194,32 +194,33 @@ impl SeccompProfile {
                 }
             }
         }
-        let eperm = SeccompFilter::new(
-            deny,
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::EPERM as u32),
-            arch,
-        )
-        .map_err(|e| JailError::Seccomp(e.to_string()))?;
         let mut clone3 = BTreeMap::new();
         clone3.insert(libc::SYS_clone3, Vec::new());
-        let enosys = SeccompFilter::new(
-            clone3,
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::ENOSYS as u32),
-            arch,
-        )
-        .map_err(|e| JailError::Seccomp(e.to_string()))?;
         let mut programs = Vec::with_capacity(3);
-        for filter in [eperm, enosys] {
-            programs
-                .push(BpfProgram::try_from(filter).map_err(|e| JailError::Seccomp(e.to_string()))?);
-        }
+        programs.push(errno_program(deny, libc::EPERM, arch)?);
+        programs.push(errno_program(clone3, libc::ENOSYS, arch)?);
         if let Some(x32) = x32_guard() {
             programs.push(x32);
         }
         Ok(programs)
     }
+}
+
+/// A program that fails the system calls `rules` match with `errno` and
+/// allows everything else.
+fn errno_program(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    errno: libc::c_int,
+    arch: TargetArch,
+) -> Result<BpfProgram, JailError> {
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        arch,
+    )
+    .and_then(BpfProgram::try_from)
+    .map_err(|e| JailError::Seccomp(e.to_string()))
 }
 
 /// On x86_64 the x32 ABI reaches the same system calls under numbers with

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use sandbox_isolate::spawn::ChildLimits;
-use sandbox_isolate::{Crash, Error, Isolator, PluginErrorKind, Runtime, SwapStep};
+use sandbox_isolate::{Crash, Error, Isolator, PluginErrorKind, Runtime};
 
 use crate::support;
 
@@ -28,9 +28,7 @@ impl Target {
         let (mut spec, crashes) = support::spec(dir.path(), "hostile");
         tweak(&mut spec.limits);
         let rt = support::isolator().launch(&spec).expect("launch");
-        rt.load(&support::hostile(), 1)
-            .expect("load the hostile plugin");
-        rt.swap(&[SwapStep::new("hostile", 1)]).expect("start it");
+        support::start(&*rt, &support::hostile(), "hostile");
         let pid = rt.info().pid;
         Self {
             rt: Some(rt),
@@ -58,14 +56,9 @@ impl Target {
         let err = self
             .attack(attack, arg, Some(Duration::from_secs(30)))
             .expect_err("the attack succeeded");
-        assert!(
-            matches!(
-                err,
-                Error::Plugin {
-                    kind: PluginErrorKind::Failed,
-                    ..
-                }
-            ),
+        assert_eq!(
+            support::plugin_error_kind(&err),
+            Some(PluginErrorKind::Failed),
             "{attack}: {err}"
         );
         let text = err.to_string();
@@ -78,14 +71,9 @@ impl Target {
                 Some(Duration::from_secs(30)),
             )
             .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Plugin {
-                    kind: PluginErrorKind::BadRequest,
-                    ..
-                }
-            ),
+        assert_eq!(
+            support::plugin_error_kind(&err),
+            Some(PluginErrorKind::BadRequest),
             "{err}"
         );
         text

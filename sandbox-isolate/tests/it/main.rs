@@ -6,4 +6,5 @@ mod hostile;
 mod inprocess;
 mod jail;
 mod process;
+mod scenarios;
 mod support;
