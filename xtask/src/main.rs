@@ -82,6 +82,7 @@ const CHECKS: &[&str] = &[
     "foundation-run-counter",
     "hotswap-state",
     "hotswap-compile-error",
+    "process-crash-recovery",
 ];
 
 fn checks() -> anyhow::Result<()> {
