@@ -131,7 +131,7 @@ pub enum Error {
         hint: &'static str,
     },
     /// A call ran past the sandbox's call timeout.
-    #[error("call to `{module}` in `{id}` timed out after {after:?}")]
+    #[error("call to `{module}` in `{id}` timed out after {after:?}; raise the sandbox's call_timeout or make the call cheaper")]
     Timeout {
         /// The sandbox.
         id: SandboxId,
@@ -200,7 +200,10 @@ impl Error {
             ErrorClass::Compilation | ErrorClass::Security => Recovery::FixSource,
             ErrorClass::Resource => Recovery::RaiseLimit,
             ErrorClass::Runtime => match self {
-                Self::Isolate(sandbox_isolate::Error::Swap { .. }) => Recovery::FixSource,
+                Self::Isolate(
+                    sandbox_isolate::Error::Swap { .. }
+                    | sandbox_isolate::Error::UndeclaredDependency { .. },
+                ) => Recovery::FixSource,
                 _ => Recovery::Retry,
             },
             ErrorClass::System => Recovery::Escalate,

@@ -7,6 +7,7 @@ mod bad_input;
 mod calls;
 mod hotswap;
 mod lifecycle;
+mod messages;
 
 use std::time::Duration;
 
