@@ -55,6 +55,7 @@ pub(crate) struct Inner {
     pub(crate) registry: RwLock<Registry>,
     pub(crate) results: ResultCache,
     pub(crate) auto: AutoReload,
+    pub(crate) monitor: Arc<dyn sandbox_monitor::Monitor>,
     pub(crate) make_watcher: Mutex<Option<Arc<dyn Watcher>>>,
 }
 
@@ -75,9 +76,16 @@ pub struct ManagerBuilder {
     process: Option<Arc<dyn Isolator>>,
     policy: Option<Arc<dyn Policy>>,
     watcher: Option<Arc<dyn Watcher>>,
+    monitor: Option<Arc<dyn sandbox_monitor::Monitor>>,
 }
 
 impl ManagerBuilder {
+    /// Uses `monitor` for usage and limit alerts instead of the /proc sampler.
+    pub fn monitor(mut self, monitor: impl sandbox_monitor::Monitor + 'static) -> Self {
+        self.monitor = Some(Arc::new(monitor));
+        self
+    }
+
     /// Uses `watcher` for auto-reload instead of the `notify`-backed default.
     pub fn watcher(mut self, watcher: impl Watcher + 'static) -> Self {
         self.watcher = Some(Arc::new(watcher));
@@ -135,6 +143,9 @@ impl ManagerBuilder {
                 results,
                 config,
                 auto: AutoReload::default(),
+                monitor: self
+                    .monitor
+                    .unwrap_or_else(|| Arc::new(sandbox_monitor::ProcMonitor::new())),
                 make_watcher: Mutex::new(self.watcher),
             }),
         })
@@ -269,6 +280,7 @@ impl Manager {
             process: None,
             policy: None,
             watcher: None,
+            monitor: None,
         }
     }
 
@@ -590,6 +602,7 @@ impl Manager {
                 },
             );
         }
+        self.track_usage(&sb);
         if sb.spec.isolation == IsolationKind::Process {
             self.checkpoint(&sb).await;
             self.spawn_checkpoints(&sb);
@@ -623,6 +636,7 @@ impl Manager {
             self.stop_auto_reload(&sb.id);
             let _op = sb.ops.lock().await;
             self.inner.results.forget_generation(sb.generation);
+            let _ = self.inner.monitor.unregister(sb.id.as_str());
             self.set_status(&sb, Status::Stopped);
             self.inner.events.emit(&sb.id, EventKind::Destroyed);
             Ok(())
@@ -667,6 +681,7 @@ impl Manager {
 
     pub(crate) fn snapshot(&self, sb: &Sandbox) -> SandboxInfo {
         let runtime = sb.runtime().info();
+        let usage = self.inner.monitor.sample(sb.id.as_str()).ok();
         let state = sb.state.lock();
         let modules = state
             .modules
@@ -696,6 +711,7 @@ impl Manager {
             created_at: sb.created_at,
             updated_at: state.updated_at,
             restart_count: state.restart_count,
+            usage,
         }
     }
 

@@ -60,6 +60,48 @@ impl Manager {
         launch
     }
 
+    /// Tracks the usage of the process hosting `sb`'s modules (again after
+    /// each relaunch: the pid changes). A worker is held to the sandbox's
+    /// limits; the host process (in-process sandboxes) is only measured.
+    pub(crate) fn track_usage(&self, sb: &Sandbox) {
+        let monitor = &self.inner.monitor;
+        let _ = monitor.unregister(sb.id.as_str());
+        let limits = match sb.spec.isolation {
+            IsolationKind::Process => sb.spec.limits.clone(),
+            IsolationKind::InProcess => sandbox_monitor::ResourceLimits::unlimited(),
+        };
+        if let Err(e) = monitor.register(sb.id.as_str(), sb.runtime().info().pid, limits) {
+            tracing::debug!(sandbox = %sb.id, error = %e, "usage is not tracked");
+        }
+    }
+
+    /// Samples a process sandbox's worker and reports each limit it newly
+    /// exceeds (the kernel enforces them; this tells the host beforehand or why).
+    pub(crate) fn check_limits(&self, sb: &Sandbox, exceeded: &mut Vec<sandbox_monitor::Resource>) {
+        let monitor = &self.inner.monitor;
+        if monitor.sample(sb.id.as_str()).is_err() {
+            return;
+        }
+        let alerts = monitor.alerts(sb.id.as_str()).unwrap_or_default();
+        let now: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.level == sandbox_monitor::AlertLevel::Exceeded)
+            .collect();
+        for alert in &now {
+            if !exceeded.contains(&alert.resource) {
+                self.inner.events.emit(
+                    &sb.id,
+                    EventKind::LimitExceeded {
+                        resource: alert.resource.to_string(),
+                        value: alert.value,
+                        limit: alert.limit,
+                    },
+                );
+            }
+        }
+        *exceeded = now.iter().map(|a| a.resource).collect();
+    }
+
     /// After a committed swap of `swapped` modules: checkpoint the new
     /// state, or recycle the worker when it has swapped enough.
     pub(crate) async fn after_swap(&self, sb: &Arc<Sandbox>, swapped: usize) {
@@ -111,6 +153,7 @@ impl Manager {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            let mut exceeded = Vec::new();
             loop {
                 tick.tick().await;
                 let (Some(sb), Some(inner)) = (weak_sb.upgrade(), weak.upgrade()) else {
@@ -119,6 +162,10 @@ impl Manager {
                 if sb.state.lock().status != Status::Running {
                     continue;
                 }
+                Manager {
+                    inner: Arc::clone(&inner),
+                }
+                .check_limits(&sb, &mut exceeded);
                 // Never alongside a swap or a restart.
                 let Ok(_op) = sb.ops.try_lock() else { continue };
                 Manager { inner }.checkpoint(&sb).await;
@@ -184,6 +231,7 @@ impl Manager {
         .await??;
         // The old runtime (its worker) goes when its last call returns.
         *sb.runtime.write() = runtime;
+        self.track_usage(sb);
         let mut state = sb.state.lock();
         state.swaps = 0;
         state.saved = states;

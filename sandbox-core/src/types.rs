@@ -229,6 +229,10 @@ pub struct SandboxInfo {
     pub updated_at: SystemTime,
     /// How many times it was restarted.
     pub restart_count: u32,
+    /// What the process hosting its modules uses now (memory, CPU, threads,
+    /// children, open files). In-process that is the host process, shared by
+    /// every in-process sandbox.
+    pub usage: Option<sandbox_monitor::Usage>,
 }
 
 /// One retained version of a module, as listed by `versions`.

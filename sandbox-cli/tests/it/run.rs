@@ -24,6 +24,11 @@ fn calls_keep_state_info_and_bad_input_keep_the_host_going() {
     assert_eq!(out["pid"], json!(h_pid(&h)));
     assert_eq!(out["modules"][0]["name"], "counter");
     assert_eq!(out["modules"][0]["version"], 1);
+    assert!(out["usage"]["threads"].as_u64().unwrap_or(0) >= 1, "{out}");
+    assert!(
+        out["jail"].is_null(),
+        "nothing is enforced in-process: {out}"
+    );
 
     h.send_raw("{not json");
     let e = h.wait_for("an error for malformed JSON", QUICK, |v| {
