@@ -67,6 +67,15 @@ pub(crate) struct Registry {
     pub(crate) generation: u64,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Runtimes remove their own folders as they drop; then the work dir
+        // itself goes if it is empty (a runtime still held by a task keeps it).
+        self.registry.get_mut().sandboxes.clear();
+        let _ = std::fs::remove_dir(&self.config.work_dir);
+    }
+}
+
 /// Builds a [`Manager`] with replaced components.
 #[derive(Debug)]
 pub struct ManagerBuilder {

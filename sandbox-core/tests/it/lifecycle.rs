@@ -193,3 +193,20 @@ async fn a_sandbox_recreated_under_the_same_id_runs_its_new_code() {
         100
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_the_manager_leaves_no_scratch_folder() {
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("counter");
+    sandbox_testkit::fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &src).unwrap();
+    let config = sandbox_testkit::test_config(scratch.path());
+    let work_dir = config.work_dir.clone();
+    let manager = sandbox_core::Manager::new(config).unwrap();
+    manager
+        .create("a", sandbox_core::SandboxSpec::new(&src))
+        .await
+        .unwrap();
+    assert!(work_dir.exists());
+    drop(manager);
+    assert!(!work_dir.exists(), "the work dir outlived its manager");
+}
