@@ -191,6 +191,8 @@ pub(crate) struct State {
     pub(crate) modules: BTreeMap<String, ModuleRecord>,
     pub(crate) graph: DependencyGraph,
     pub(crate) migrations: HashMap<String, Migration>,
+    /// Requests sent to a module's new instance before a swap commits.
+    pub(crate) health_checks: HashMap<String, Vec<u8>>,
     /// The last saved state of each module (process isolation: what a
     /// restarted worker starts from).
     pub(crate) saved: BTreeMap<String, sandbox_isolate::SavedState>,
@@ -595,6 +597,7 @@ impl Manager {
                 modules,
                 graph,
                 migrations: HashMap::new(),
+                health_checks: HashMap::new(),
                 saved: BTreeMap::new(),
                 swaps: 0,
                 recent_crashes: Vec::new(),
@@ -858,6 +861,19 @@ impl Manager {
             .lock()
             .migrations
             .insert(module.to_owned(), migration);
+        Ok(())
+    }
+
+    /// Registers a health check for `module` of sandbox `id`: `request` is
+    /// sent to every new instance of the module before a swap commits, and an
+    /// error answer rolls the whole batch back. Pick a request that does not
+    /// change state (a read).
+    pub fn register_health_check(&self, id: &str, module: &str, request: Vec<u8>) -> Result<()> {
+        let sb = self.get(id)?;
+        sb.state
+            .lock()
+            .health_checks
+            .insert(module.to_owned(), request);
         Ok(())
     }
 

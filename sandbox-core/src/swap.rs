@@ -214,6 +214,7 @@ impl Manager {
                             SwapStep {
                                 carry_state: exists,
                                 migration: state.migrations.get(&module).cloned(),
+                                health_check: state.health_checks.get(&module).cloned(),
                                 ..SwapStep::new(module, version)
                             }
                         })
@@ -381,6 +382,7 @@ impl Manager {
                 .map_err(Error::Dependencies)?;
             let step = SwapStep {
                 migration: state.migrations.get(module).cloned(),
+                health_check: state.health_checks.get(module).cloned(),
                 ..SwapStep::new(module, version)
             };
             (step, rec.current(), graph, rec.paths.get(&version).cloned())

@@ -427,3 +427,29 @@ async fn stress_calls_never_fail_while_the_module_is_swapped_and_rolled_back() {
         "every call counted exactly once across {swaps} swaps"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_health_check_rolls_back_and_a_passing_one_lets_the_swap_through() {
+    let mut sb = two_modules().await;
+    let id = sb.id.clone();
+    sb.manager
+        .register_health_check(id.as_str(), "a", br#"{"op":"fail"}"#.to_vec())
+        .unwrap();
+    sb.write(
+        "a/src/lib.rs",
+        &fixtures::probe_plugin("a", &[], false, false).replace("on purpose", "on purpose, v2"),
+    )
+    .unwrap();
+    let err = sb.manager.hot_reload(id.as_str()).await.unwrap_err();
+    assert!(err.to_string().contains("health check"), "{err}");
+    assert_unchanged_after_failure(&mut sb).await;
+    sb.manager
+        .register_health_check(id.as_str(), "a", br#"{"op":"echo"}"#.to_vec())
+        .unwrap();
+    let report = sb.manager.hot_reload(id.as_str()).await.unwrap();
+    assert_eq!(report.changed, ["a"]);
+    assert_eq!(
+        sb.call("a", json!({"op": "add", "n": 1})).await.unwrap()["value"],
+        12
+    );
+}
