@@ -769,31 +769,11 @@ impl Manager {
         };
         let timeout = sb.spec.limits.call_timeout;
         let rt = sb.runtime();
-        let out = if sb.spec.isolation == IsolationKind::InProcess {
-            // Abandon (not stop) an overrunning call without a thread per call.
-            let m = module.clone();
-            let task = tokio::task::spawn_blocking(move || rt.call(&m, &input, None));
-            match timeout {
-                Some(limit) => match tokio::time::timeout(limit, task).await {
-                    Ok(joined) => {
-                        joined.map_err(|e| Error::Internal(format!("call task failed: {e}")))?
-                    }
-                    Err(_) => {
-                        return Err(Error::Timeout {
-                            id: sb.id.clone(),
-                            module,
-                            after: limit,
-                        })
-                    }
-                },
-                None => task
-                    .await
-                    .map_err(|e| Error::Internal(format!("call task failed: {e}")))?,
-            }
-        } else {
-            let m = module.clone();
-            blocking(move || rt.call(&m, &input, timeout)).await?
-        }?;
+        // The runtime enforces the timeout: in-process the call is abandoned
+        // on a thread of its own (so a call that never returns cannot hold up
+        // the async runtime's shutdown); a worker is killed.
+        let m = module.clone();
+        let out = blocking(move || rt.call(&m, &input, timeout)).await??;
         if let Some(key) = key {
             self.inner.results.put(key, out.clone());
         }

@@ -203,7 +203,7 @@ pub fn build_raw(dir: &Path, lib_name: &str, copy_to: &Path) -> Result<PathBuf> 
 /// - `{"op": "add", "n": k}` → `{"value": total}` (stateful, saved as `{"total": t}`)
 /// - `{"op": "panic"}` → panics
 /// - `{"op": "fail"}` → a plugin error
-/// - `{"op": "sleep", "ms": k}` → sleeps, then `{"slept": k}`
+/// - `{"op": "hang"}` → never answers (a stuck call, for timeouts)
 /// - `{"op": "call", "module": m, "input": v}` → `m`'s answer to `v`
 /// - `{"op": "log", "message": s}` → logs `s` at info level
 pub fn probe_plugin(
@@ -249,11 +249,9 @@ impl Plugin for Probe {{
             }}
             "panic" => panic!("handle of {name} panics on purpose"),
             "fail" => Err(Error::failed("failing on purpose")),
-            "sleep" => {{
-                let ms = v["ms"].as_u64().unwrap_or(0);
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-                json::encode(&serde_json::json!({{ "slept": ms }}))
-            }}
+            "hang" => loop {{
+                std::thread::park();
+            }},
             "call" => {{
                 let module = v["module"].as_str().unwrap_or("");
                 let out: serde_json::Value = host.call_json(module, &v["input"])?;

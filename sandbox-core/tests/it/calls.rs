@@ -94,7 +94,7 @@ async fn a_call_past_the_timeout_is_abandoned_with_an_error() {
         .unwrap();
     let err = sb
         .manager
-        .call(sb.id.as_str(), "slow", br#"{"op":"sleep","ms":3000}"#)
+        .call(sb.id.as_str(), "slow", br#"{"op":"hang"}"#)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "timeout", "{err}");

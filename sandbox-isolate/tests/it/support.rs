@@ -121,17 +121,12 @@ pub fn start(rt: &dyn Runtime, artifact: &Path, module: &str) {
     rt.swap(&[SwapStep::new(module, 1)]).expect("swap in");
 }
 
-/// Starts a probe module on `rt` (built below `dir`) and asks it to sleep
-/// `sleep_ms` with a `timeout_ms` call timeout: the call must time out.
+/// Starts a probe module on `rt` (built below `dir`) and makes a call that
+/// never answers with a `timeout_ms` call timeout: the call must time out.
 /// Returns the error.
-pub fn time_out_a_sleeping_probe(
-    rt: &dyn Runtime,
-    dir: &Path,
-    sleep_ms: u64,
-    timeout_ms: u64,
-) -> Error {
+pub fn time_out_a_hanging_probe(rt: &dyn Runtime, dir: &Path, timeout_ms: u64) -> Error {
     start(rt, &probe(dir, "probe", &[]), "probe");
-    let request = serde_json::json!({"op": "sleep", "ms": sleep_ms}).to_string();
+    let request = serde_json::json!({"op": "hang"}).to_string();
     let err = rt
         .call(
             "probe",
