@@ -10,8 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use seccompiler::BpfProgram;
-
+use super::seccomp::BpfProgram;
 use super::{probe, JailConfig, JailError, UidPolicy, INNER_ID};
 use crate::spawn::ChildLimits;
 
@@ -26,7 +25,7 @@ pub(crate) struct Prepared {
     gid_map: Vec<u8>,
     limits: ChildLimits,
     landlock: Option<OwnedFd>,
-    seccomp: Vec<BpfProgram>,
+    seccomp: Option<BpfProgram>,
     pass_fd: Option<(Arc<OwnedFd>, RawFd)>,
     host_pid: libc::pid_t,
 }
@@ -79,8 +78,8 @@ impl Prepared {
             _ => None,
         };
         let seccomp = match &config.seccomp {
-            Some(profile) if support.seccomp => profile.compile()?,
-            _ => Vec::new(),
+            Some(profile) if support.seccomp => Some(profile.compile()?),
+            _ => None,
         };
         Ok(Self {
             unshare,
@@ -168,7 +167,7 @@ impl Prepared {
                 die_with(init_fd)?;
             }
 
-            if self.landlock.is_some() || !self.seccomp.is_empty() {
+            if self.landlock.is_some() || self.seccomp.is_some() {
                 check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)?;
             }
             if let Some(ruleset) = &self.landlock {
@@ -198,7 +197,7 @@ impl Prepared {
                 libc::CLOSE_RANGE_CLOEXEC,
             ))?;
 
-            for program in &self.seccomp {
+            if let Some(program) = &self.seccomp {
                 let fprog = libc::sock_fprog {
                     len: program.len() as libc::c_ushort,
                     filter: program.as_ptr() as *mut libc::sock_filter,

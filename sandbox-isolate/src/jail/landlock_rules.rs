@@ -202,12 +202,12 @@ pub fn apply_worker_layers(layers: &WorkerLayers<'_>) -> Result<LayerReport, Jai
     })?;
     if seccomp_available() {
         let own_pid = Some(rustix::process::getpid().as_raw_nonzero().get());
-        let programs = SeccompProfile::Worker {
+        let program = SeccompProfile::Worker {
             network: layers.network,
             own_pid,
         }
         .compile()?;
-        install_all_threads(&programs)?;
+        install_all_threads(&program)?;
         report.seccomp = true;
     } else if layers.require.seccomp {
         return Err(JailError::Missing {
