@@ -47,19 +47,31 @@ impl Isolator for InProcess {
     }
 
     fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {
-        std::fs::create_dir_all(&spec.work_dir).map_err(|source| Error::Io {
-            action: "creating the runtime folder",
-            path: spec.work_dir.clone(),
-            source,
-        })?;
-        Ok(Box::new(InProcessRuntime {
+        create_work_dir(&spec.work_dir)?;
+        Ok(Box::new(self.launch_here(spec)))
+    }
+}
+
+fn create_work_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "creating the runtime folder",
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+impl InProcess {
+    /// [`Isolator::launch`], with the concrete runtime, and the work folder
+    /// left to the first load that copies (the worker's loads seldom do).
+    pub(crate) fn launch_here(&self, spec: &LaunchSpec) -> InProcessRuntime {
+        InProcessRuntime {
             inner: Arc::new(Inner {
                 sandbox: spec.sandbox.clone(),
                 work_dir: spec.work_dir.clone(),
                 libraries: Mutex::new(HashMap::new()),
                 modules: RwLock::new(BTreeMap::new()),
             }),
-        }))
+        }
     }
 }
 
@@ -102,7 +114,7 @@ impl Drop for Inner {
 }
 
 /// A sandbox runtime inside the host process.
-struct InProcessRuntime {
+pub(crate) struct InProcessRuntime {
     inner: Arc<Inner>,
 }
 
@@ -379,27 +391,33 @@ fn save(active: &mut Active) -> Result<SavedState> {
     })
 }
 
-impl Runtime for InProcessRuntime {
-    fn load(&self, artifact: &Path, version: u32) -> Result<ModuleMeta> {
-        let inner = &self.inner;
-        let _span = tracing::debug_span!("load", sandbox = %inner.sandbox, version, artifact = %artifact.display())
+impl InProcessRuntime {
+    /// Loads `file` where it is, without the per-load copy [`Runtime::load`]
+    /// makes. Errors name `artifact`.
+    ///
+    /// Only for a caller that guarantees what the copy otherwise does: no
+    /// other load in this process ever used the path `file` or its inode, and
+    /// nobody rewrites the file in place while it is mapped. The worker
+    /// process does, for the first load of each artifact: one sandbox per
+    /// process, a `/proc/self/fd/N` path whose descriptor it keeps open for
+    /// good, and artifacts from the content-addressed build cache, which
+    /// are never rewritten.
+    pub(crate) fn load_in_place(
+        &self,
+        file: &Path,
+        artifact: &Path,
+        version: u32,
+    ) -> Result<ModuleMeta> {
+        let _span = tracing::debug_span!("load", sandbox = %self.inner.sandbox, version, artifact = %artifact.display(), in_place = true)
             .entered();
-        // A fresh file per load: the dynamic loader returns the image it
-        // already has for a path (or inode) it has seen.
-        // Unique for the life of the process: the dynamic loader matches an
-        // already-loaded library by path name even after its file is gone, so
-        // no two loads (of any runtime, any sandbox) may ever share a path.
-        let seq = LOADS.fetch_add(1, Ordering::Relaxed);
-        let copy = inner.work_dir.join(format!("v{version}-{seq}.so"));
-        std::fs::copy(artifact, &copy).map_err(|source| Error::Io {
-            action: "copying the artifact",
-            path: artifact.to_owned(),
-            source,
-        })?;
-        let header = lib_header_from_path(&copy);
-        // The mapping outlives the file; never leave copies behind.
-        let _ = std::fs::remove_file(&copy);
-        let header = header.map_err(|e| library_error(artifact, e))?;
+        self.open_image(file, artifact, version)
+    }
+
+    /// Maps `file`, checks its layout against the host's and records it as
+    /// `version` of its module.
+    fn open_image(&self, file: &Path, artifact: &Path, version: u32) -> Result<ModuleMeta> {
+        let inner = &self.inner;
+        let header = lib_header_from_path(file).map_err(|e| library_error(artifact, e))?;
         let root = header
             .init_root_module::<PluginModuleRef>()
             .map_err(|e| library_error(artifact, e))?;
@@ -429,6 +447,31 @@ impl Runtime for InProcessRuntime {
         );
         tracing::debug!(module = %meta.name, "loaded");
         Ok(meta)
+    }
+}
+
+impl Runtime for InProcessRuntime {
+    fn load(&self, artifact: &Path, version: u32) -> Result<ModuleMeta> {
+        let inner = &self.inner;
+        let _span = tracing::debug_span!("load", sandbox = %inner.sandbox, version, artifact = %artifact.display())
+            .entered();
+        // A fresh file per load: the dynamic loader returns the image it
+        // already has for a path (or inode) it has seen.
+        // Unique for the life of the process: the dynamic loader matches an
+        // already-loaded library by path name even after its file is gone, so
+        // no two loads (of any runtime, any sandbox) may ever share a path.
+        let seq = LOADS.fetch_add(1, Ordering::Relaxed);
+        create_work_dir(&inner.work_dir)?;
+        let copy = inner.work_dir.join(format!("v{version}-{seq}.so"));
+        std::fs::copy(artifact, &copy).map_err(|source| Error::Io {
+            action: "copying the artifact",
+            path: artifact.to_owned(),
+            source,
+        })?;
+        let loaded = self.open_image(&copy, artifact, version);
+        // The mapping outlives the file; never leave copies behind.
+        let _ = std::fs::remove_file(&copy);
+        loaded
     }
 
     fn swap(&self, steps: &[SwapStep]) -> Result<Vec<SwapOutcome>> {

@@ -257,6 +257,13 @@ impl Plugin for Probe {{
                 let out: serde_json::Value = host.call_json(module, &v["input"])?;
                 json::encode(&out)
             }}
+            "image" => {{
+                // Counts calls in this image of the library: a fresh image
+                // (another load of the same file) starts again at 1.
+                static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                json::encode(&serde_json::json!({{ "calls": calls }}))
+            }}
             "log" => {{
                 host.info(v["message"].as_str().unwrap_or(""));
                 json::encode(&serde_json::json!({{ "logged": true }}))

@@ -39,12 +39,13 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::inprocess::InProcessRuntime;
 use crate::jail::{apply_worker_layers, WorkerLayers};
 use crate::process::wire::{
     self, Answer, Configure, FromWorker, Op, Step, ToWorker, WireError, PROTOCOL,
 };
 use crate::process::FdReader;
-use crate::runtime::{Isolator, LaunchSpec, Migration, Runtime, SwapStep};
+use crate::runtime::{LaunchSpec, Migration, Runtime, SwapStep};
 use crate::InProcess;
 
 /// The environment variable naming the descriptor of the worker's channel
@@ -139,7 +140,10 @@ struct Migrations {
 }
 
 struct State {
-    runtime: Box<dyn Runtime>,
+    runtime: InProcessRuntime,
+    /// Artifacts loaded in place: the descriptors (kept open for good, so
+    /// their `/proc/self/fd/N` names stay unique) and their inodes.
+    in_place: Mutex<InPlace>,
     outbox: Arc<Outbox>,
     migrations: Arc<Migrations>,
     staged: AtomicU64,
@@ -294,13 +298,11 @@ fn configure(
     drop(work_dir);
 
     let dispatch = tracing::Dispatch::new(logs::Forward::new(Arc::clone(outbox), config.log_level));
-    let runtime = tracing::dispatcher::with_default(&dispatch, || {
-        InProcess::new().launch(&LaunchSpec::new(config.sandbox.clone(), "lib"))
-    })
-    .map_err(|e| e.to_string())?;
+    let runtime = InProcess::new().launch_here(&LaunchSpec::new(config.sandbox.clone(), "lib"));
     outbox.send(&FromWorker::Configured(Ok(report)));
     Ok(State {
         runtime,
+        in_place: Mutex::new(InPlace::default()),
         outbox: Arc::clone(outbox),
         migrations: Arc::new(Migrations {
             next: AtomicU64::new(1),
@@ -323,7 +325,7 @@ fn run(state: &State, job: Job) {
 }
 
 fn handle(state: &State, op: Op, fd: Option<OwnedFd>) -> Result<Answer> {
-    let rt = &*state.runtime;
+    let rt = &state.runtime;
     Ok(match op {
         Op::Load { version, artifact } => Answer::Meta(load(state, fd, &artifact, version)?),
         Op::Swap { swap, steps } => {
@@ -347,10 +349,29 @@ fn handle(state: &State, op: Op, fd: Option<OwnedFd>) -> Result<Answer> {
     })
 }
 
-/// Loads the artifact the host opened: straight from the descriptor's
-/// `/proc/self/fd` path when the jail lets the worker read the file there
-/// (it is in an artifact folder), else from a copy staged in the work
-/// folder. Errors name the host's path.
+/// Most artifacts loaded in place (each keeps a descriptor open); later
+/// loads copy.
+const MAX_IN_PLACE: usize = 32;
+
+/// The artifacts this worker mapped where they are.
+#[derive(Default)]
+struct InPlace {
+    fds: Vec<OwnedFd>,
+    inodes: std::collections::HashSet<(u64, u64)>,
+}
+
+/// Loads the artifact the host opened.
+///
+/// The first load of a file maps it in place, through the descriptor's
+/// `/proc/self/fd/N` path, when the jail lets the worker read it there (it
+/// is in an artifact folder): no copy, which is most of a cold start's
+/// loading time. The descriptor is then kept open for the life of the
+/// process, so that path names this file alone — the dynamic loader
+/// matches libraries by path and by inode and would hand back the old
+/// image. A file already mapped (the same artifact loaded again) or past
+/// [`MAX_IN_PLACE`] goes through the in-process backend's per-load copy;
+/// one the jail does not let the worker read is staged in the work folder
+/// first. Errors name the host's path.
 fn load(
     state: &State,
     fd: Option<OwnedFd>,
@@ -365,10 +386,30 @@ fn load(
     };
     let direct = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     if std::fs::File::open(&direct).is_ok() {
-        return state
-            .runtime
-            .load(&direct, version)
-            .map_err(|e| rename(e, artifact));
+        let inode = rustix::fs::fstat(&fd)
+            .ok()
+            // Not `u64` on every target.
+            .map(|st| {
+                #[allow(clippy::unnecessary_cast)]
+                (st.st_dev as u64, st.st_ino as u64)
+            });
+        let fresh = {
+            let in_place = state.in_place.lock();
+            inode.filter(|id| in_place.fds.len() < MAX_IN_PLACE && !in_place.inodes.contains(id))
+        };
+        let Some(inode) = fresh else {
+            return state
+                .runtime
+                .load(&direct, version)
+                .map_err(|e| rename(e, artifact));
+        };
+        let loaded = state.runtime.load_in_place(&direct, artifact, version);
+        // Kept whatever the outcome: a load that failed its checks may
+        // still have been mapped under this name.
+        let mut in_place = state.in_place.lock();
+        in_place.inodes.insert(inode);
+        in_place.fds.push(fd);
+        return loaded;
     }
     let staged = PathBuf::from(format!(
         "stage-{}.so",

@@ -24,6 +24,7 @@ macro_rules! backend_tests {
     ($launch:path) => {
         $crate::scenarios::backend_tests!(@each $launch;
             a_swap_carries_state_to_a_fresh_copy_of_the_library,
+            every_load_of_a_file_is_a_fresh_image,
             a_library_that_is_not_a_plugin_is_refused,
             an_incompatible_plugin_is_refused_before_any_of_its_code_runs,
             a_panic_in_a_plugin_is_an_error_and_the_module_keeps_serving,
@@ -97,6 +98,35 @@ pub fn a_swap_carries_state_to_a_fresh_copy_of_the_library(launch: Launch<'_>) {
         rt.swap(&[SwapStep::new("counter", 2)]),
         Err(Error::UnknownVersion { .. })
     ));
+}
+
+/// The dynamic loader hands back the image it already has for a path or an
+/// inode it has seen; each load must still get a library of its own (its
+/// own statics), however it is loaded.
+pub fn every_load_of_a_file_is_a_fresh_image(launch: Launch<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = launch(dir.path());
+    let lib = probe(dir.path(), "probe", &[]);
+    let image_calls = |rt: &dyn Runtime| {
+        call(rt, "probe", json!({"op": "image"})).unwrap()["calls"]
+            .as_u64()
+            .unwrap()
+    };
+    start(&*rt, &lib, "probe");
+    assert_eq!(image_calls(&*rt), 1);
+    assert_eq!(image_calls(&*rt), 2);
+    for version in [2, 3] {
+        rt.load(&lib, version).unwrap();
+        rt.swap(&[SwapStep::new("probe", version)]).unwrap();
+        assert_eq!(image_calls(&*rt), 1, "version {version} shares an image");
+    }
+    // Back to the first image, which kept its own count.
+    rt.swap(&[SwapStep::new("probe", 1)]).unwrap();
+    assert_eq!(image_calls(&*rt), 3);
+    // A second runtime loading the same file gets its own image too.
+    let other = launch(&dir.path().join("other"));
+    start(&*other, &lib, "probe");
+    assert_eq!(image_calls(&*other), 1);
 }
 
 /// Builds the broken fixture `fixture` (library `lib_name`) and loads it
