@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sandbox_isolate::jail::Layers;
 use sandbox_isolate::spawn::ChildLimits;
 use sandbox_isolate::{Crash, IsolationKind, LaunchSpec, Runtime, SavedState, SwapStep};
 
@@ -43,7 +44,17 @@ impl Manager {
         let mut launch = LaunchSpec::new(id.to_string(), work_dir);
         launch.artifact_dirs = vec![self.inner.config.cache_dir.clone()];
         launch.limits = child_limits(&spec.limits);
-        launch.network = spec.profile.permissions().network;
+        launch.disk_limit = spec.limits.disk_bytes;
+        let permissions = spec.profile.permissions();
+        launch.network = permissions.network;
+        // Code whose build is not trusted is not trusted to run either: its
+        // worker gets every layer or does not start. Trusted code runs with
+        // what the kernel has.
+        launch.require = Some(if permissions.trusts_build {
+            Layers::NONE
+        } else {
+            Layers::UNTRUSTED
+        });
         if spec.isolation == IsolationKind::Process {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 let weak = Arc::downgrade(&self.inner);
@@ -309,5 +320,43 @@ impl Manager {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sandbox_isolate::jail::Layers;
+    use sandbox_security::Profile;
+
+    use sandbox_isolate::IsolationKind;
+
+    use crate::{Config, Manager, SandboxId, SandboxSpec};
+
+    #[test]
+    fn a_launch_spec_carries_the_profile_s_layers_and_the_sandbox_s_disk_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Manager::builder(Config::with_cache_root(dir.path()))
+            .build()
+            .unwrap();
+        let id = SandboxId::new("spec").unwrap();
+        let launch = |profile: Profile| {
+            let spec = SandboxSpec::new(dir.path())
+                .isolation(IsolationKind::Process)
+                .profile(profile);
+            manager.launch_spec(&id, &spec, 1, 1)
+        };
+        let high = launch(Profile::High);
+        assert_eq!(high.require, Some(Layers::UNTRUSTED));
+        assert!(!high.network);
+        let defaults = sandbox_monitor::ResourceLimits::default();
+        assert_eq!(high.disk_limit, defaults.disk_bytes);
+        assert!(
+            high.disk_limit.is_some(),
+            "the default disk cap is not passed on"
+        );
+        assert_eq!(launch(Profile::Medium).require, Some(Layers::UNTRUSTED));
+        let low = launch(Profile::Low);
+        assert_eq!(low.require, Some(Layers::NONE));
+        assert!(low.network);
     }
 }

@@ -217,13 +217,24 @@ pub struct LaunchSpec {
     /// Whether the modules may use the network (a worker gets a network
     /// namespace of its own, and socket creation is denied, unless true).
     pub network: bool,
+    /// Cap on the bytes the sandbox's files may take in its work folder, all
+    /// files together (`RLIMIT_FSIZE` in [`limits`](Self::limits) caps one
+    /// file). A worker past it is killed. `None`: the isolator's own cap, if
+    /// any. Ignored in-process.
+    pub disk_limit: Option<u64>,
+    /// The jail layers this sandbox needs: a worker that cannot have one of
+    /// them is not started (the launch fails with
+    /// [`JailError::Missing`](crate::jail::JailError::Missing)) rather than
+    /// run weaker. `None`: what the isolator requires. Ignored in-process.
+    pub require: Option<crate::jail::Layers>,
     /// Told when the hosting process dies (ignored in-process: a crash there
     /// takes the host down).
     pub on_crash: Option<CrashHandler>,
 }
 
 impl LaunchSpec {
-    /// A spec with no artifact folders, default limits, no network, no crash handler.
+    /// A spec with no artifact folders, default limits, no network, the
+    /// isolator's disk cap and jail layers, no crash handler.
     pub fn new(sandbox: impl Into<String>, work_dir: impl Into<PathBuf>) -> Self {
         Self {
             sandbox: sandbox.into(),
@@ -231,6 +242,8 @@ impl LaunchSpec {
             artifact_dirs: Vec::new(),
             limits: crate::spawn::ChildLimits::default(),
             network: false,
+            disk_limit: None,
+            require: None,
             on_crash: None,
         }
     }
@@ -244,6 +257,8 @@ impl fmt::Debug for LaunchSpec {
             .field("artifact_dirs", &self.artifact_dirs)
             .field("limits", &self.limits)
             .field("network", &self.network)
+            .field("disk_limit", &self.disk_limit)
+            .field("require", &self.require)
             .field("on_crash", &self.on_crash.is_some())
             .finish()
     }

@@ -166,8 +166,9 @@ impl Process {
         Arc::get_mut(&mut self.config).unwrap_or_else(|| unreachable!("just made unique"))
     }
 
-    /// Sets the jail layers every worker requires (a launch fails when one
-    /// is missing).
+    /// Sets the jail layers a worker requires unless its sandbox's
+    /// [`LaunchSpec::require`] says otherwise (a launch fails when one is
+    /// missing). Pooled workers are started requiring these.
     pub fn require(mut self, layers: Layers) -> Self {
         self.config_mut().require = layers;
         self
@@ -182,7 +183,8 @@ impl Process {
     }
 
     /// Sets the cap on the bytes each sandbox's files may take in its work
-    /// folder (`None`: no cap). `RLIMIT_FSIZE` caps one file; this caps the
+    /// folder (`None`: no cap; a sandbox's own
+    /// [`LaunchSpec::disk_limit`] applies too, the lower one wins). `RLIMIT_FSIZE` caps one file; this caps the
     /// sum, checked by the host every 100 ms, so a fast writer may overshoot
     /// by what it writes in that time. A worker past it is killed (crash
     /// limit `disk`).
@@ -235,18 +237,26 @@ impl Process {
         probe()
     }
 
+    /// The jail layers `spec` needs.
+    fn required(&self, spec: &LaunchSpec) -> Layers {
+        spec.require.unwrap_or(self.config.require)
+    }
+
+    /// A worker for `spec`: from the pool when one fits (pooled workers have
+    /// no network and were started requiring the isolator's layers), else a
+    /// new one.
     fn worker(&self, spec: &LaunchSpec) -> Result<Worker> {
+        let require = self.required(spec);
+        let missing = require.missing(probe(), spec.network);
+        if !missing.is_empty() {
+            return Err(Error::Jail(crate::jail::JailError::Missing { missing }));
+        }
         if !spec.network {
             if let Some(worker) = self.pool.as_ref().and_then(|p| p.take()) {
                 return Ok(worker);
             }
         }
-        Worker::start(
-            &self.config.command,
-            &spec.limits,
-            spec.network,
-            self.config.require,
-        )
+        Worker::start(&self.config.command, &spec.limits, spec.network, require)
     }
 }
 
@@ -272,7 +282,7 @@ impl Isolator for Process {
                     &self.config.command,
                     &spec.limits,
                     spec.network,
-                    self.config.require,
+                    self.required(spec),
                 )
                 .and_then(|worker| self.configure(worker, spec)),
                 other => Err(other),
@@ -346,7 +356,7 @@ impl Process {
             sandbox: spec.sandbox.clone(),
             limits: limits.clone(),
             network: spec.network,
-            require: self.config.require,
+            require: self.required(spec),
             artifact_dirs: dirs.len() as u32,
             log_level: host_log_level(),
         });
@@ -399,7 +409,10 @@ impl Process {
                 work_dir: spec.work_dir.clone(),
                 on_crash: spec.on_crash.clone(),
                 output_limit: self.config.output_limit,
-                disk_limit: self.config.disk_limit,
+                disk_limit: match (spec.disk_limit, self.config.disk_limit) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
                 report,
             },
         )

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use sandbox_isolate::spawn::ChildLimits;
-use sandbox_isolate::{Crash, Error, Isolator, PluginErrorKind, Runtime};
+use sandbox_isolate::{Crash, Error, Isolator, LaunchSpec, PluginErrorKind, Process, Runtime};
 
 use crate::support;
 
@@ -24,10 +24,14 @@ impl Target {
     }
 
     fn with(tweak: impl FnOnce(&mut ChildLimits)) -> Self {
+        Self::launched(&support::isolator(), |spec| tweak(&mut spec.limits))
+    }
+
+    fn launched(isolator: &dyn Isolator, tweak: impl FnOnce(&mut LaunchSpec)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (mut spec, crashes) = support::spec(dir.path(), "hostile");
-        tweak(&mut spec.limits);
-        let rt = support::isolator().launch(&spec).expect("launch");
+        tweak(&mut spec);
+        let rt = isolator.launch(&spec).expect("launch");
         support::start(&*rt, &support::hostile(), "hostile");
         let pid = rt.info().pid;
         Self {
@@ -173,6 +177,15 @@ fn filling_the_disk_with_many_files_hits_the_disk_limit() {
     let t = Target::new();
     let crash = t.crashed("disk", Some(Duration::from_secs(60)));
     assert_eq!(crash.limit.as_deref(), Some("disk"), "{crash:?}");
+}
+
+#[test]
+fn a_sandbox_s_own_disk_cap_holds_without_one_on_the_isolator() {
+    let uncapped = Process::new(support::worker()).output_limit(Some(1 << 20));
+    let t = Target::launched(&uncapped, |spec| spec.disk_limit = Some(8 << 20));
+    let crash = t.crashed("disk", Some(Duration::from_secs(60)));
+    assert_eq!(crash.limit.as_deref(), Some("disk"), "{crash:?}");
+    assert!(crash.cause.contains("disk limit of 8388608"), "{crash:?}");
 }
 
 #[test]
