@@ -75,6 +75,77 @@ impl InProcess {
     }
 }
 
+/// The threads that run in-process calls with a timeout, so the caller can
+/// stop waiting (and a call that never returns cannot hold up the caller's
+/// async runtime at shutdown). Threads are reused: a call that never returns
+/// keeps its thread, the others go back to wait for the next call, and a
+/// thread idle for [`IDLE_EXIT`](call_threads::IDLE_EXIT) exits.
+mod call_threads {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+    pub(super) const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+    type Job = Box<dyn FnOnce() + Send>;
+
+    /// Invariant: threads waiting for a job = `idle` + jobs queued; a
+    /// caller either claims an idle thread or starts one, and a thread only
+    /// exits by un-counting itself from `idle`. So no job is ever left
+    /// without a thread to run it.
+    struct Pool {
+        jobs: Sender<Job>,
+        queue: Receiver<Job>,
+        idle: AtomicUsize,
+    }
+
+    fn pool() -> &'static Pool {
+        static POOL: OnceLock<Pool> = OnceLock::new();
+        POOL.get_or_init(|| {
+            let (jobs, queue) = crossbeam_channel::unbounded();
+            Pool {
+                jobs,
+                queue,
+                idle: AtomicUsize::new(0),
+            }
+        })
+    }
+
+    fn claim(idle: &AtomicUsize) -> bool {
+        idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Runs `job` on a pool thread.
+    pub(super) fn run(job: Job) -> std::io::Result<()> {
+        let pool = pool();
+        if !claim(&pool.idle) {
+            std::thread::Builder::new()
+                .name("sandbox-call".into())
+                .spawn(|| serve(pool))?;
+        }
+        // The queue lives as long as the process: sending cannot fail.
+        let _ = pool.jobs.send(job);
+        Ok(())
+    }
+
+    fn serve(pool: &'static Pool) {
+        loop {
+            match pool.queue.recv_timeout(IDLE_EXIT) {
+                Ok(job) => {
+                    job();
+                    pool.idle.fetch_add(1, Ordering::AcqRel);
+                }
+                // Claimed by a caller whose job is on its way: wait for it.
+                Err(RecvTimeoutError::Timeout) if !claim(&pool.idle) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
 /// Counts loads in this process; names each load's copy of its artifact.
 static LOADS: AtomicU64 = AtomicU64::new(0);
 
@@ -554,16 +625,14 @@ impl Runtime for InProcessRuntime {
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (inner, request) = (Arc::clone(inner), request.to_vec());
-        std::thread::Builder::new()
-            .name(format!("sandbox-call-{module}"))
-            .spawn(move || {
-                let _ = tx.send(inner.call_slot(&slot, &request));
-            })
-            .map_err(|source| Error::Io {
-                action: "starting a call thread for",
-                path: module.into(),
-                source,
-            })?;
+        call_threads::run(Box::new(move || {
+            let _ = tx.send(inner.call_slot(&slot, &request));
+        }))
+        .map_err(|source| Error::Io {
+            action: "starting a call thread for",
+            path: module.into(),
+            source,
+        })?;
         match rx.recv_timeout(limit) {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
