@@ -45,6 +45,7 @@ impl Manager {
         launch.artifact_dirs = vec![self.inner.config.cache_dir.clone()];
         launch.limits = child_limits(&spec.limits);
         launch.disk_limit = spec.limits.disk_bytes;
+        launch.output_limit = spec.limits.output_bytes;
         let permissions = spec.profile.permissions();
         launch.network = permissions.network;
         // Code whose build is not trusted is not trusted to run either: its
@@ -333,7 +334,7 @@ mod tests {
     use crate::{Config, Manager, SandboxId, SandboxSpec};
 
     #[test]
-    fn a_launch_spec_carries_the_profile_s_layers_and_the_sandbox_s_disk_cap() {
+    fn a_launch_spec_carries_the_profile_s_layers_and_the_sandbox_s_caps() {
         let dir = tempfile::tempdir().unwrap();
         let manager = Manager::builder(Config::with_cache_root(dir.path()))
             .build()

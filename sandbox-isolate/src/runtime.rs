@@ -222,6 +222,10 @@ pub struct LaunchSpec {
     /// file). A worker past it is killed. `None`: the isolator's own cap, if
     /// any. Ignored in-process.
     pub disk_limit: Option<u64>,
+    /// Cap on the bytes the modules may write to stdout and stderr, together,
+    /// over a worker's life; a worker past it is killed. `None`: the
+    /// isolator's own cap, if any. Ignored in-process.
+    pub output_limit: Option<u64>,
     /// The jail layers this sandbox needs: a worker that cannot have one of
     /// them is not started (the launch fails with
     /// [`JailError::Missing`](crate::jail::JailError::Missing)) rather than
@@ -234,7 +238,7 @@ pub struct LaunchSpec {
 
 impl LaunchSpec {
     /// A spec with no artifact folders, default limits, no network, the
-    /// isolator's disk cap and jail layers, no crash handler.
+    /// isolator's disk and output caps and jail layers, no crash handler.
     pub fn new(sandbox: impl Into<String>, work_dir: impl Into<PathBuf>) -> Self {
         Self {
             sandbox: sandbox.into(),
@@ -243,6 +247,7 @@ impl LaunchSpec {
             limits: crate::spawn::ChildLimits::default(),
             network: false,
             disk_limit: None,
+            output_limit: None,
             require: None,
             on_crash: None,
         }
@@ -258,6 +263,7 @@ impl fmt::Debug for LaunchSpec {
             .field("limits", &self.limits)
             .field("network", &self.network)
             .field("disk_limit", &self.disk_limit)
+            .field("output_limit", &self.output_limit)
             .field("require", &self.require)
             .field("on_crash", &self.on_crash.is_some())
             .finish()

@@ -59,6 +59,9 @@ pub struct ResourceLimits {
     pub file_size_bytes: Option<u64>,
     /// Total disk space written (enforced by an isolation backend). Default 256 MiB.
     pub disk_bytes: Option<u64>,
+    /// Bytes written to stdout and stderr over the process's life (captured
+    /// and enforced by an isolation backend). Default 16 MiB.
+    pub output_bytes: Option<u64>,
     /// Wall time of one call into the sandbox (enforced by the caller). Default 30 s.
     pub call_timeout: Option<Duration>,
 }
@@ -74,6 +77,7 @@ impl Default for ResourceLimits {
             open_files: Some(256),
             file_size_bytes: Some(64 * MIB),
             disk_bytes: Some(256 * MIB),
+            output_bytes: Some(16 * MIB),
             call_timeout: Some(Duration::from_secs(30)),
         }
     }
@@ -91,6 +95,7 @@ impl ResourceLimits {
             open_files: None,
             file_size_bytes: None,
             disk_bytes: None,
+            output_bytes: None,
             call_timeout: None,
         }
     }

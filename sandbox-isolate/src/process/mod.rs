@@ -175,8 +175,9 @@ impl Process {
     }
 
     /// Sets the cap on the bytes each worker may write to stdout + stderr in
-    /// its lifetime (`None`: no cap); a worker past it is killed (crash
-    /// limit `output`).
+    /// its lifetime (`None`: no cap; a sandbox's own
+    /// [`LaunchSpec::output_limit`] applies too, the lower one wins); a
+    /// worker past it is killed (crash limit `output`).
     pub fn output_limit(mut self, bytes: Option<u64>) -> Self {
         self.config_mut().output_limit = bytes;
         self
@@ -408,14 +409,19 @@ impl Process {
                 sandbox: spec.sandbox.clone(),
                 work_dir: spec.work_dir.clone(),
                 on_crash: spec.on_crash.clone(),
-                output_limit: self.config.output_limit,
-                disk_limit: match (spec.disk_limit, self.config.disk_limit) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                },
+                output_limit: lower(spec.output_limit, self.config.output_limit),
+                disk_limit: lower(spec.disk_limit, self.config.disk_limit),
                 report,
             },
         )
+    }
+}
+
+/// The lower of two caps (`None`: no cap).
+fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -196,6 +196,16 @@ fn unbounded_stdout_hits_the_output_limit() {
 }
 
 #[test]
+fn a_sandbox_s_own_output_cap_holds_without_one_on_the_isolator() {
+    let uncapped = Process::new(support::worker()).disk_limit(Some(256 << 20));
+    let t = Target::launched(&uncapped.output_limit(None), |spec| {
+        spec.output_limit = Some(64 << 10)
+    });
+    let crash = t.crashed("stdout", Some(Duration::from_secs(60)));
+    assert_eq!(crash.limit.as_deref(), Some("output"), "{crash:?}");
+}
+
+#[test]
 fn host_files_outside_the_sandbox_folders_cannot_be_read() {
     let t = Target::new();
     t.refused("read", "/etc/shadow".into(), "Permission denied");
