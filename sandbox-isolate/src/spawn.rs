@@ -62,6 +62,7 @@ pub struct ChildSpec {
     limits: ChildLimits,
     stdin: bool,
     jail: Option<JailConfig>,
+    jailed_by_program: bool,
     pass_fd: Option<(Arc<OwnedFd>, RawFd)>,
 }
 
@@ -80,6 +81,7 @@ impl ChildSpec {
             },
             stdin: false,
             jail: None,
+            jailed_by_program: false,
             pass_fd: None,
         }
     }
@@ -152,6 +154,20 @@ impl ChildSpec {
         self
     }
 
+    /// Has the program enter its [jail](Self::jail) itself, first thing in
+    /// its `main` (with [`worker::worker_main`](crate::worker::worker_main),
+    /// the worker does), instead of the host entering it between `fork` and
+    /// `exec`. The host then starts the program with `posix_spawn` (no copy
+    /// of the host's page tables, which costs milliseconds for a large host)
+    /// and the pid namespace's forks happen in the small fresh program. Only
+    /// for a jail without landlock or seccomp chosen by the host, and with
+    /// the passed descriptor at its own number
+    /// (`pass_fd(fd, fd.as_raw_fd())`).
+    pub fn jailed_by_program(mut self) -> Self {
+        self.jailed_by_program = true;
+        self
+    }
+
     /// Passes `fd` to the child as descriptor number `target` (the only
     /// descriptor besides stdio that the child inherits).
     pub fn pass_fd(mut self, fd: OwnedFd, target: RawFd) -> Self {
@@ -202,6 +218,16 @@ pub fn spawn(spec: &ChildSpec) -> io::Result<Child> {
     .process_group(0);
     if let Some(jail) = &spec.jail {
         let prepared = Prepared::new(jail, &spec.limits, spec.pass_fd.clone())?;
+        if spec.jailed_by_program {
+            let plan = prepared.plan_for_program().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a program can enter its jail itself only without landlock or seccomp chosen by the host",
+                )
+            })?;
+            cmd.env(crate::jail::PLAN_ENV, plan.to_env());
+            return spawn_inheriting(cmd, spec);
+        }
         // SAFETY: the closure runs in the forked child before exec and only
         // makes system calls on values prepared before the fork (see
         // `Prepared::run_in_child`); it allocates nothing.
@@ -218,8 +244,51 @@ pub fn spawn(spec: &ChildSpec) -> io::Result<Child> {
             cmd.pre_exec(move || apply_in_child(&limits, pass_fd.as_ref()));
         }
     }
-    let child = cmd.spawn()?;
+    let child = {
+        let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+        cmd.spawn()?
+    };
     tracing::debug!(program = %spec.program.display(), pid = child.id(), jailed = spec.jail.is_some(), "spawned child");
+    Ok(child)
+}
+
+/// Held while a child is being started: a descriptor made inheritable for
+/// one child ([`spawn_inheriting`]) must not leak into another one started
+/// at the same moment from another thread.
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Starts `cmd` without a `pre_exec` step (so the standard library uses
+/// `posix_spawn`), with `spec`'s passed descriptor inheritable for this one
+/// child.
+fn spawn_inheriting(mut cmd: Command, spec: &ChildSpec) -> io::Result<Child> {
+    use std::os::fd::AsRawFd;
+    let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+    let passed = match &spec.pass_fd {
+        Some((fd, target)) if fd.as_raw_fd() == *target => Some(fd.as_raw_fd()),
+        Some(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a program that enters its jail itself gets its descriptor at its own number",
+            ))
+        }
+        None => None,
+    };
+    let cloexec = |on: bool| -> io::Result<()> {
+        if let Some(fd) = passed {
+            // SAFETY: F_SETFD on a descriptor `spec` owns.
+            let rc =
+                unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    cloexec(false)?;
+    let started = cmd.spawn();
+    cloexec(true)?;
+    let child = started?;
+    tracing::debug!(program = %spec.program.display(), pid = child.id(), "spawned child that enters its own jail");
     Ok(child)
 }
 

@@ -14,20 +14,31 @@ use super::seccomp::BpfProgram;
 use super::{probe, JailConfig, JailError, UidPolicy, INNER_ID};
 use crate::spawn::ChildLimits;
 
-/// A jail ready to be applied in a forked child.
-#[derive(Debug)]
-pub(crate) struct Prepared {
+/// The part of a jail every jailed process enters the same way: uid,
+/// rlimits, namespaces, death with the host, the pid namespace's reaper and
+/// init. Plain values, so it can also travel to a program that enters the
+/// jail itself ([`Plan::to_env`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
     unshare: libc::c_int,
     user_ns: bool,
     pid_ns: bool,
     switch_to: Option<u32>,
+    outer_uid: u32,
+    outer_gid: u32,
+    limits: ChildLimits,
+    host_pid: libc::pid_t,
     uid_map: Vec<u8>,
     gid_map: Vec<u8>,
-    limits: ChildLimits,
+}
+
+/// A jail ready to be applied in a forked child.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    plan: Plan,
     landlock: Option<OwnedFd>,
     seccomp: Option<BpfProgram>,
     pass_fd: Option<(Arc<OwnedFd>, RawFd)>,
-    host_pid: libc::pid_t,
 }
 
 fn os(action: &'static str) -> impl FnOnce(JailError) -> JailError {
@@ -82,18 +93,27 @@ impl Prepared {
             _ => None,
         };
         Ok(Self {
-            unshare,
-            user_ns: support.user_ns,
-            pid_ns: support.pid_ns,
-            switch_to,
-            uid_map: format!("{INNER_ID} {outer_uid} 1\n").into_bytes(),
-            gid_map: format!("{INNER_ID} {outer_gid} 1\n").into_bytes(),
-            limits: limits.clone(),
+            plan: Plan::new(
+                unshare,
+                support.user_ns,
+                support.pid_ns,
+                switch_to,
+                outer_uid,
+                outer_gid,
+                limits.clone(),
+                std::process::id() as libc::pid_t,
+            ),
             landlock,
             seccomp,
             pass_fd,
-            host_pid: std::process::id() as libc::pid_t,
         })
+    }
+
+    /// The plan, for a program that enters the jail itself; `None` when
+    /// the jail has layers only a pre-`exec` step can apply (landlock or
+    /// seccomp chosen by the host).
+    pub(crate) fn plan_for_program(&self) -> Option<&Plan> {
+        (self.landlock.is_none() && self.seccomp.is_none()).then_some(&self.plan)
     }
 
     /// Runs in the forked child: switches uid, sets rlimits, enters the
@@ -103,6 +123,158 @@ impl Prepared {
     pub(crate) fn run_in_child(&self) -> io::Result<()> {
         // SAFETY: every call below is a plain system call on values that live
         // in this (forked, single-threaded) process; nothing allocates.
+        unsafe {
+            self.plan.enter()?;
+
+            if self.landlock.is_some() || self.seccomp.is_some() {
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)?;
+            }
+            if let Some(ruleset) = &self.landlock {
+                check(libc::syscall(
+                    libc::SYS_landlock_restrict_self,
+                    ruleset.as_raw_fd(),
+                    0usize,
+                ))?;
+            }
+
+            let mut first_unused = 3;
+            if let Some((fd, target)) = &self.pass_fd {
+                let src = fd.as_raw_fd();
+                if src == *target {
+                    check(libc::fcntl(src, libc::F_SETFD, 0) as libc::c_long)?;
+                } else {
+                    check(libc::dup2(src, *target) as libc::c_long)?;
+                }
+                first_unused = first_unused.max(*target + 1);
+            }
+            // Nothing else crosses exec: not a descriptor some library of
+            // the host forgot to mark close-on-exec.
+            check(libc::syscall(
+                libc::SYS_close_range,
+                first_unused as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ))?;
+
+            if let Some(program) = &self.seccomp {
+                let fprog = libc::sock_fprog {
+                    len: program.len() as libc::c_ushort,
+                    filter: program.as_ptr() as *mut libc::sock_filter,
+                };
+                check(libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
+                    0usize,
+                    &fprog as *const libc::sock_fprog,
+                ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        unshare: libc::c_int,
+        user_ns: bool,
+        pid_ns: bool,
+        switch_to: Option<u32>,
+        outer_uid: u32,
+        outer_gid: u32,
+        limits: ChildLimits,
+        host_pid: libc::pid_t,
+    ) -> Self {
+        Self {
+            unshare,
+            user_ns,
+            pid_ns,
+            switch_to,
+            outer_uid,
+            outer_gid,
+            limits,
+            host_pid,
+            uid_map: format!("{INNER_ID} {outer_uid} 1\n").into_bytes(),
+            gid_map: format!("{INNER_ID} {outer_gid} 1\n").into_bytes(),
+        }
+    }
+
+    /// The plan as one environment value (numbers separated by spaces; `-`
+    /// for a limit or uid that is not set).
+    pub(crate) fn to_env(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let l = &self.limits;
+        [
+            self.unshare.to_string(),
+            u8::from(self.user_ns).to_string(),
+            u8::from(self.pid_ns).to_string(),
+            opt(self.switch_to.map(u64::from)),
+            self.outer_uid.to_string(),
+            self.outer_gid.to_string(),
+            opt(l.address_space),
+            opt(l.cpu_seconds),
+            opt(l.file_size),
+            opt(l.open_files),
+            opt(l.processes),
+            opt(l.core_size),
+            self.host_pid.to_string(),
+        ]
+        .join(" ")
+    }
+
+    /// Reads [`Plan::to_env`]'s form back; `None` if it is not one.
+    pub(crate) fn from_env(text: &str) -> Option<Self> {
+        let f: Vec<&str> = text.split(' ').collect();
+        if f.len() != 13 {
+            return None;
+        }
+        let opt = |s: &str| -> Option<Option<u64>> {
+            if s == "-" {
+                Some(None)
+            } else {
+                s.parse().ok().map(Some)
+            }
+        };
+        let flag = |s: &str| match s {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        };
+        let switch_to = match opt(f[3])? {
+            Some(v) => Some(u32::try_from(v).ok()?),
+            None => None,
+        };
+        Some(Self::new(
+            f[0].parse().ok()?,
+            flag(f[1])?,
+            flag(f[2])?,
+            switch_to,
+            f[4].parse().ok()?,
+            f[5].parse().ok()?,
+            ChildLimits {
+                address_space: opt(f[6])?,
+                cpu_seconds: opt(f[7])?,
+                file_size: opt(f[8])?,
+                open_files: opt(f[9])?,
+                processes: opt(f[10])?,
+                core_size: opt(f[11])?,
+            },
+            f[12].parse().ok()?,
+        ))
+    }
+
+    /// Switches uid, sets rlimits, enters the namespaces, has the process die
+    /// with the host, and forks the pid-namespace init: this process stays
+    /// behind as its reaper and the init as the namespace's reaper, neither
+    /// returns; the program (pid 2) returns `Ok`. Only async-signal-safe
+    /// system calls (it runs between `fork` and `exec` of a multi-threaded
+    /// host, or first thing in a program's `main`).
+    ///
+    /// # Safety
+    /// The calling process must be single-threaded.
+    pub(crate) unsafe fn enter(&self) -> io::Result<()> {
+        // SAFETY: plain system calls on values of this single-threaded
+        // process; nothing allocates.
         unsafe {
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
@@ -164,55 +336,55 @@ impl Prepared {
                 }
                 // The program (pid 2): dies with the init (and the whole
                 // namespace does when the init goes).
+                libc::close(write_end);
                 die_with(init_fd)?;
-            }
-
-            if self.landlock.is_some() || self.seccomp.is_some() {
-                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)?;
-            }
-            if let Some(ruleset) = &self.landlock {
-                check(libc::syscall(
-                    libc::SYS_landlock_restrict_self,
-                    ruleset.as_raw_fd(),
-                    0usize,
-                ))?;
-            }
-
-            let mut first_unused = 3;
-            if let Some((fd, target)) = &self.pass_fd {
-                let src = fd.as_raw_fd();
-                if src == *target {
-                    check(libc::fcntl(src, libc::F_SETFD, 0) as libc::c_long)?;
-                } else {
-                    check(libc::dup2(src, *target) as libc::c_long)?;
-                }
-                first_unused = first_unused.max(*target + 1);
-            }
-            // Nothing else crosses exec: not a descriptor some library of
-            // the host forgot to mark close-on-exec.
-            check(libc::syscall(
-                libc::SYS_close_range,
-                first_unused as libc::c_uint,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ))?;
-
-            if let Some(program) = &self.seccomp {
-                let fprog = libc::sock_fprog {
-                    len: program.len() as libc::c_ushort,
-                    filter: program.as_ptr() as *mut libc::sock_filter,
-                };
-                check(libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
-                    0usize,
-                    &fprog as *const libc::sock_fprog,
-                ))?;
             }
         }
         Ok(())
     }
 }
+
+/// Enters the jail the host planned for this program (see
+/// [`ChildSpec::jailed_by_program`](crate::spawn::ChildSpec::jailed_by_program)),
+/// if it planned one: call it first thing in `main`, while the process is
+/// single-threaded. Returns in the jailed program only (the reaper and the
+/// init it leaves behind never return); closes every descriptor but stdio
+/// and `keep`.
+pub(crate) fn enter_planned_jail(keep: RawFd) -> io::Result<()> {
+    let Some(text) = std::env::var_os(PLAN_ENV) else {
+        return Ok(());
+    };
+    let plan = text.to_str().and_then(Plan::from_env).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{PLAN_ENV} is not a jail plan"),
+        )
+    })?;
+    // SAFETY: the caller runs this first thing in `main`: one thread.
+    unsafe {
+        plan.enter()?;
+        // Nothing else the host left open stays open.
+        if keep > 3 {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                (keep - 1) as libc::c_uint,
+                0 as libc::c_uint,
+            );
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            (keep.max(2) + 1) as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+    }
+    Ok(())
+}
+
+/// The environment variable carrying a [`Plan`] to a program that enters
+/// its jail itself.
+pub(crate) const PLAN_ENV: &str = "SANDBOX_JAIL_PLAN";
 
 fn check(rc: libc::c_long) -> io::Result<()> {
     if rc < 0 {

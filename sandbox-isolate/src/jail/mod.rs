@@ -52,7 +52,7 @@ mod uid;
 use std::fmt;
 use std::path::PathBuf;
 
-pub(crate) use child::Prepared;
+pub(crate) use child::{enter_planned_jail, Prepared, PLAN_ENV};
 pub use landlock_rules::{
     apply_worker_layers, FsRules, LayerReport, WorkerLayers, SYSTEM_READ_ONLY,
 };

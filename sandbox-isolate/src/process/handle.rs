@@ -1,7 +1,7 @@
 //! A started, not yet configured worker process, as the host holds it.
 
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::time::Duration;
@@ -30,6 +30,16 @@ pub(crate) struct Worker {
     pub(crate) slot: Option<UidSlot>,
 }
 
+/// A worker process started in its jail that has not said hello yet.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    /// `None` once handed on by [`Spawned::hello`].
+    child: Option<Child>,
+    stream: Option<UnixStream>,
+    slot: Option<UidSlot>,
+    program: std::path::PathBuf,
+}
+
 impl Worker {
     /// Starts a worker in a jail and waits for its hello.
     pub(crate) fn start(
@@ -38,6 +48,18 @@ impl Worker {
         network: bool,
         require: Layers,
     ) -> Result<Self> {
+        Self::spawn(command, limits, network, require)?.hello()
+    }
+
+    /// Starts a worker in a jail without waiting for it: the caller may
+    /// queue its first message on [`Spawned::stream`] before
+    /// [`Spawned::hello`], so the worker finds it as soon as it runs.
+    pub(crate) fn spawn(
+        command: &WorkerCommand,
+        limits: &ChildLimits,
+        network: bool,
+        require: Layers,
+    ) -> Result<Spawned> {
         let missing = require.missing(probe(), network);
         if !missing.is_empty() {
             return Err(Error::Jail(JailError::Missing { missing }));
@@ -56,17 +78,22 @@ impl Worker {
             core_size: Some(0),
             ..limits.clone()
         };
+        // The worker enters its jail itself (posix_spawn, then the pid
+        // namespace's forks from the small worker image, not the host's),
+        // with its end of the channel at the number it has here.
+        let fd = theirs.as_raw_fd();
         let spec = ChildSpec::new(&command.program)
             .args(&command.args)
             .clear_inherited_env()
-            .env(WORKER_FD_ENV, "3")
-            .pass_fd(OwnedFd::from(theirs), 3)
+            .env(WORKER_FD_ENV, fd.to_string())
+            .pass_fd(OwnedFd::from(theirs), fd)
             .limits(limits)
-            .jail(JailConfig::worker(uid, network, require));
+            .jail(JailConfig::worker(uid, network, require))
+            .jailed_by_program();
         let spawned = spawner::run(move || spawn::spawn(&spec)).ok_or_else(|| Error::Worker {
             message: "the spawner thread panicked".into(),
         })?;
-        let mut child = spawned.map_err(|e| {
+        let child = spawned.map_err(|e| {
             match e.into_inner().map(|inner| inner.downcast::<JailError>()) {
                 Some(Ok(jail)) => Error::Jail(*jail),
                 Some(Err(other)) => Error::Worker {
@@ -77,12 +104,41 @@ impl Worker {
                 },
             }
         })?;
+        Ok(Spawned {
+            child: Some(child),
+            stream: Some(stream),
+            slot,
+            program: command.program.clone(),
+        })
+    }
+}
+
+impl Spawned {
+    /// The host's end of the worker's channel.
+    pub(crate) fn stream(&self) -> &UnixStream {
+        self.stream
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken by hello"))
+    }
+
+    /// The uid slot the worker runs as, if it has one of its own.
+    pub(crate) fn uid(&self) -> Option<u32> {
+        self.slot.as_ref().map(UidSlot::uid)
+    }
+
+    /// Waits for the worker's hello; a worker that does not say it properly
+    /// is killed and reaped, and the error carries the end of its stderr.
+    pub(crate) fn hello(mut self) -> Result<Worker> {
+        let (Some(mut child), Some(stream)) = (self.child.take(), self.stream.take()) else {
+            unreachable!("hello is called once")
+        };
+        let program = std::mem::take(&mut self.program);
         let mut worker = Worker {
             child: None,
             stream,
             pid: child.id(),
             pidfd: None,
-            slot,
+            slot: self.slot.take(),
         };
         match worker.hello(&child) {
             Ok(pid) => {
@@ -108,7 +164,7 @@ impl Worker {
                 Err(Error::Worker {
                     message: format!(
                         "`{}` did not start as a worker ({message}; it ended with {status}){}",
-                        command.program.display(),
+                        program.display(),
                         if stderr.trim().is_empty() {
                             String::new()
                         } else {
@@ -119,7 +175,20 @@ impl Worker {
             }
         }
     }
+}
 
+impl Drop for Spawned {
+    /// A worker dropped before its hello (its configuration could not be
+    /// sent) is killed and reaped.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = spawn::kill_group(child.id());
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Worker {
     /// Reads the hello and checks the pid it names is the jail's init.
     fn hello(&self, child: &Child) -> std::result::Result<u32, String> {
         self.stream

@@ -23,7 +23,7 @@ use host::{ProcessRuntime, Start};
 use wire::{Configure, FromWorker, ToWorker};
 
 use crate::error::{Error, Result};
-use crate::jail::{probe, JailSupport, Layers};
+use crate::jail::{probe, JailSupport, Layers, UidSlot};
 use crate::runtime::{IsolationKind, Isolator, LaunchSpec, Runtime};
 use crate::spawn::ChildLimits;
 
@@ -243,21 +243,38 @@ impl Process {
         spec.require.unwrap_or(self.config.require)
     }
 
-    /// A worker for `spec`: from the pool when one fits (pooled workers have
-    /// no network and were started requiring the isolator's layers), else a
-    /// new one.
-    fn worker(&self, spec: &LaunchSpec) -> Result<Worker> {
-        let require = self.required(spec);
-        let missing = require.missing(probe(), spec.network);
+    /// A configured worker for `spec`: from the pool when one fits (pooled
+    /// workers have no network and were started requiring the isolator's
+    /// layers), else a new one.
+    fn start_configured(&self, spec: &LaunchSpec) -> Result<ProcessRuntime> {
+        let missing = self.required(spec).missing(probe(), spec.network);
         if !missing.is_empty() {
             return Err(Error::Jail(crate::jail::JailError::Missing { missing }));
         }
         if !spec.network {
             if let Some(worker) = self.pool.as_ref().and_then(|p| p.take()) {
-                return Ok(worker);
+                let uid = worker.slot.as_ref().map(UidSlot::uid);
+                self.send_configuration(&worker.stream, uid, spec)?;
+                return self.await_configured(worker, spec);
             }
         }
-        Worker::start(&self.config.command, &spec.limits, spec.network, require)
+        self.start_fresh(spec)
+    }
+
+    /// Starts a worker for `spec` with its configuration queued on its
+    /// channel before it runs, so it applies its jail without waiting for
+    /// the host to read its hello.
+    fn start_fresh(&self, spec: &LaunchSpec) -> Result<ProcessRuntime> {
+        let spawned = Worker::spawn(
+            &self.config.command,
+            &spec.limits,
+            spec.network,
+            self.required(spec),
+        )?;
+        // On error, dropping `spawned` kills and reaps the worker.
+        self.send_configuration(spawned.stream(), spawned.uid(), spec)?;
+        let worker = spawned.hello()?;
+        self.await_configured(worker, spec)
     }
 }
 
@@ -274,20 +291,11 @@ impl Isolator for Process {
             path: spec.work_dir.clone(),
             source,
         })?;
-        let launched = self
-            .worker(spec)
-            .and_then(|worker| self.configure(worker, spec))
-            .or_else(|e| match e {
-                // A pooled worker that died while it waited: start a fresh one.
-                Error::WorkerDied { .. } if self.pool.is_some() => Worker::start(
-                    &self.config.command,
-                    &spec.limits,
-                    spec.network,
-                    self.required(spec),
-                )
-                .and_then(|worker| self.configure(worker, spec)),
-                other => Err(other),
-            });
+        let launched = self.start_configured(spec).or_else(|e| match e {
+            // A pooled worker that died while it waited: start a fresh one.
+            Error::WorkerDied { .. } if self.pool.is_some() => self.start_fresh(spec),
+            other => Err(other),
+        });
         // Refill after the launch, so forking the next worker does not
         // compete with this one's start.
         if let Some(pool) = &self.pool {
@@ -304,9 +312,14 @@ impl Isolator for Process {
 }
 
 impl Process {
-    /// Gives a worker the sandbox's folders and limits and waits until it
-    /// applied its jail layers.
-    fn configure(&self, worker: Worker, spec: &LaunchSpec) -> Result<ProcessRuntime> {
+    /// Sends a worker (running as `uid`, when it has one of its own) the
+    /// sandbox's folders and limits.
+    fn send_configuration(
+        &self,
+        stream: &std::os::unix::net::UnixStream,
+        uid: Option<u32>,
+        spec: &LaunchSpec,
+    ) -> Result<()> {
         let dir_error = |action, path: &PathBuf| {
             let path = path.clone();
             move |e: rustix::io::Errno| Error::Io {
@@ -315,8 +328,7 @@ impl Process {
                 source: e.into(),
             }
         };
-        if let Some(slot) = &worker.slot {
-            let id = slot.uid();
+        if let Some(id) = uid {
             rustix::fs::chown(
                 &spec.work_dir,
                 Some(rustix::fs::Uid::from_raw(id)),
@@ -367,8 +379,16 @@ impl Process {
         let frame = wire::encode(&configure).map_err(died)?;
         let mut fds = vec![work_fd.as_fd()];
         fds.extend(dirs.iter().map(|d| d.as_fd()));
-        fds::send_with_fds(&worker.stream, &frame, &fds).map_err(died)?;
-        drop(fds);
+        fds::send_with_fds(stream, &frame, &fds).map_err(died)?;
+        Ok(())
+    }
+
+    /// Waits until a worker that was sent its configuration applied its
+    /// jail layers, and starts its runtime.
+    fn await_configured(&self, worker: Worker, spec: &LaunchSpec) -> Result<ProcessRuntime> {
+        let died = |e: std::io::Error| Error::WorkerDied {
+            cause: format!("it did not take its configuration: {e}"),
+        };
         worker
             .stream
             .set_read_timeout(Some(CONFIGURE_TIMEOUT))

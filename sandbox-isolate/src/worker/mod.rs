@@ -86,6 +86,15 @@ pub fn worker_main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // First, while this process has one thread: the jail the host planned
+    // (uid, rlimits, namespaces, the pid namespace's reaper and init).
+    if let Err(e) = crate::jail::enter_planned_jail(fd) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "sandbox worker: cannot enter its jail: {e}"
+        );
+        return ExitCode::from(71);
+    }
     // SAFETY: the host passed this descriptor to this process for the
     // worker's exclusive use; nothing else in the process owns it.
     let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
