@@ -591,3 +591,40 @@ unsafe fn reap_and_mirror(init: libc::pid_t, status_in: RawFd) -> ! {
         libc::_exit(127)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_survives_its_trip_through_the_environment() {
+        let full = Plan::new(
+            libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET,
+            true,
+            true,
+            Some(1_251_600),
+            1_251_600,
+            1_251_600,
+            ChildLimits {
+                address_space: Some(1 << 30),
+                cpu_seconds: Some(60),
+                file_size: Some(64 << 20),
+                open_files: Some(256),
+                processes: Some(64),
+                core_size: Some(0),
+            },
+            4242,
+        );
+        assert_eq!(Plan::from_env(&full.to_env()), Some(full));
+        let bare = Plan::new(0, false, false, None, 0, 0, ChildLimits::default(), 1);
+        assert_eq!(Plan::from_env(&bare.to_env()), Some(bare));
+        for garbage in [
+            "",
+            "1 2 3",
+            "x 1 1 - 0 0 - - - - - - 1",
+            "0 2 1 - 0 0 - - - - - - 1",
+        ] {
+            assert_eq!(Plan::from_env(garbage), None, "{garbage:?}");
+        }
+    }
+}

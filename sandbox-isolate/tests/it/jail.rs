@@ -180,3 +180,12 @@ fn cargo_builds_in_the_build_jail_and_its_build_script_is_confined() {
     // files and kernel surfaces are closed.
     assert!(err.contains("spawn=Ok(true)"), "{err}");
 }
+
+#[test]
+fn only_a_jail_without_host_chosen_layers_can_be_entered_by_the_program() {
+    let spec = ChildSpec::new("/bin/true")
+        .jail(JailConfig::build(FsRules::default()))
+        .jailed_by_program();
+    let err = spawn(&spec).expect_err("a build jail needs its pre-exec layers");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+}
