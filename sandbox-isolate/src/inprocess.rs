@@ -626,7 +626,12 @@ impl Runtime for InProcessRuntime {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (inner, request) = (Arc::clone(inner), request.to_vec());
         call_threads::run(Box::new(move || {
-            let _ = tx.send(inner.call_slot(&slot, &request));
+            let result = inner.call_slot(&slot, &request);
+            // Let go of the runtime before the caller hears back: it may
+            // drop the runtime next, and the last reference removes its
+            // folder.
+            drop((slot, inner));
+            let _ = tx.send(result);
         }))
         .map_err(|source| Error::Io {
             action: "starting a call thread for",

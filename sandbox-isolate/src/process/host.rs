@@ -31,6 +31,9 @@ const DISK_CHECK_EVERY: Duration = Duration::from_millis(100);
 const STDERR_TAIL: usize = 8 << 10;
 /// Longest line of worker output emitted as one event.
 const MAX_LINE: usize = 4 << 10;
+/// Most call lanes per worker (one per host thread calling at once); calls
+/// beyond them share the channel.
+const MAX_LANES: usize = 8;
 
 type Reply = Result<Answer>;
 
@@ -64,9 +67,144 @@ pub(crate) struct Conn {
     mirror: Mutex<Mirror>,
     stderr_tail: Mutex<VecDeque<u8>>,
     output_done: (Mutex<bool>, Condvar),
+    /// Notified (with `pending` held) once `pending.dead` is set.
+    died: Condvar,
+    /// Idle call lanes (see [`Conn::call_on_lane`]).
+    lanes: Mutex<Vec<Lane>>,
+    lanes_open: std::sync::atomic::AtomicUsize,
+    /// Set when the worker could not serve a lane: calls use the channel.
+    lanes_off: AtomicBool,
+}
+
+/// The host's end of a call lane.
+struct Lane {
+    reader: BufReader<UnixStream>,
+    timeout: Option<Duration>,
 }
 
 impl Conn {
+    /// Calls `module` on a lane of its own: the caller writes the request
+    /// and reads the reply itself, so a call costs two wake-ups (the
+    /// worker's and the caller's) instead of also waking the channel's
+    /// reader. `None`: no lane to be had (all in use, or the worker cannot
+    /// serve one) — use the channel.
+    fn call_on_lane(
+        &self,
+        module: &str,
+        request: &[u8],
+        timeout: Option<Duration>,
+    ) -> Option<Reply> {
+        if self.lanes_off.load(Ordering::Acquire) || self.dead().is_some() {
+            return None;
+        }
+        let popped = self.lanes.lock().pop();
+        let mut lane = match popped {
+            Some(lane) => lane,
+            None => self.open_lane()?,
+        };
+        let frame = wire::encode(&ToWorker::Request {
+            id: 0,
+            op: Op::Call {
+                module: module.to_owned(),
+                request: request.to_vec(),
+            },
+        })
+        .ok()?;
+        if lane.timeout != timeout {
+            if lane.reader.get_ref().set_read_timeout(timeout).is_err() {
+                return self.lane_broke(lane);
+            }
+            lane.timeout = timeout;
+        }
+        if send_all(lane.reader.get_ref(), &frame).is_err() {
+            return self.lane_broke(lane);
+        }
+        match wire::read_frame(&mut lane.reader) {
+            Ok(Some(body)) => match wire::decode::<FromWorker>(&body) {
+                Ok(FromWorker::Reply { result, .. }) => {
+                    self.lanes.lock().push(lane);
+                    Some(result.map_err(Error::from))
+                }
+                _ => {
+                    self.kill_for(
+                        "it sent a malformed reply on a call lane".into(),
+                        "protocol",
+                    );
+                    self.lane_broke(lane)
+                }
+            },
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                drop(lane);
+                self.lanes_open.fetch_sub(1, Ordering::AcqRel);
+                let after = timeout.unwrap_or_default();
+                self.kill_for(
+                    format!("call to `{module}` did not answer within {after:?}; the host killed the worker"),
+                    "call_timeout",
+                );
+                Some(Err(Error::Timeout {
+                    module: module.to_owned(),
+                    after,
+                }))
+            }
+            Ok(None) | Err(_) => self.lane_broke(lane),
+        }
+    }
+
+    /// Opens a lane: a socket pair whose other end goes to the worker over
+    /// the channel. `None` past [`MAX_LANES`] or when that fails.
+    fn open_lane(&self) -> Option<Lane> {
+        let open = self
+            .lanes_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_LANES).then_some(n + 1)
+            });
+        if open.is_err() {
+            return None;
+        }
+        let opened = (|| {
+            let (ours, theirs) = UnixStream::pair().ok()?;
+            let frame = wire::encode(&ToWorker::Lane).ok()?;
+            send_with_fds(&self.writer.lock(), &frame, &[theirs.as_fd()]).ok()?;
+            Some(Lane {
+                reader: BufReader::with_capacity(64 << 10, ours),
+                timeout: None,
+            })
+        })();
+        if opened.is_none() {
+            self.lanes_open.fetch_sub(1, Ordering::AcqRel);
+        }
+        opened
+    }
+
+    /// A lane closed under a call. If the worker died, the caller gets why
+    /// (once the reader thread knows); if it lives on, it had no thread for
+    /// the lane and never read the request, so the call goes on the channel
+    /// (`None`), as every later one does.
+    fn lane_broke(&self, lane: Lane) -> Option<Reply> {
+        drop(lane);
+        self.lanes_open.fetch_sub(1, Ordering::AcqRel);
+        if !self.exits_within(Duration::from_millis(200)) {
+            self.lanes_off.store(true, Ordering::Release);
+            return None;
+        }
+        let mut pending = self.pending.lock();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pending.dead.is_none() {
+            if self.died.wait_until(&mut pending, deadline).timed_out() {
+                break;
+            }
+        }
+        Some(Err(Error::WorkerDied {
+            cause: pending
+                .dead
+                .clone()
+                .unwrap_or_else(|| "the worker went away".into()),
+        }))
+    }
+
     /// Kills the worker, recording why (the first reason wins).
     pub(crate) fn kill_for(&self, cause: String, limit: &'static str) {
         {
@@ -255,6 +393,10 @@ impl ProcessRuntime {
             mirror: Mutex::new(Mirror::default()),
             stderr_tail: Mutex::new(VecDeque::new()),
             output_done: (Mutex::new(false), Condvar::new()),
+            died: Condvar::new(),
+            lanes: Mutex::new(Vec::new()),
+            lanes_open: std::sync::atomic::AtomicUsize::new(0),
+            lanes_off: AtomicBool::new(false),
         });
         let read_stream = worker.stream.try_clone().map_err(|e| Error::Worker {
             message: format!("cannot share its socket: {e}"),
@@ -387,6 +529,7 @@ fn read_loop(
     let waiting = {
         let mut pending = conn.pending.lock();
         pending.dead = Some(crash.cause.clone());
+        conn.died.notify_all();
         std::mem::take(&mut pending.waiting)
     };
     for (_, waiter) in waiting {
@@ -700,6 +843,12 @@ impl Runtime for ProcessRuntime {
     }
 
     fn call(&self, module: &str, request: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>> {
+        if let Some(reply) = self.conn.call_on_lane(module, request, timeout) {
+            return match reply? {
+                Answer::Bytes(bytes) => Ok(bytes),
+                other => Err(unexpected(&other)),
+            };
+        }
         let op = Op::Call {
             module: module.to_owned(),
             request: request.to_vec(),

@@ -97,6 +97,10 @@ pub(crate) enum ToWorker {
         id: u64,
         result: Result<Vec<u8>, String>,
     },
+    /// Carries the worker's end of a new call lane: a socket of its own on
+    /// which one host thread at a time sends `Request`s with `Op::Call` and
+    /// reads each `Reply`, without the shared channel's reader in between.
+    Lane,
 }
 
 /// One operation of the [`Runtime`](crate::Runtime) trait.

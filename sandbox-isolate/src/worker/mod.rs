@@ -215,6 +215,12 @@ fn serve_frames(crew: &Arc<Crew>) -> ! {
             let mut reader = crew.reader.lock();
             match reader.read_frame() {
                 Ok(Some(frame)) => match wire::decode::<ToWorker>(&frame) {
+                    Ok(ToWorker::Lane) => {
+                        if let Some(fd) = reader.take_fd() {
+                            open_lane(&crew.state, fd);
+                        }
+                        Some(Err(ToWorker::Lane))
+                    }
                     Ok(ToWorker::Request { id, op }) => {
                         let fd = if matches!(op, Op::Load { .. }) {
                             reader.take_fd()
@@ -247,6 +253,7 @@ fn serve_frames(crew: &Arc<Crew>) -> ! {
                     let _ = waiter.send(result);
                 }
             }
+            Err(ToWorker::Lane) => {}
             Err(_) => crew.state.outbox.send(&FromWorker::Configured(Err(
                 "the worker is already configured".into(),
             ))),
@@ -270,6 +277,50 @@ impl Crew {
             });
         if started.is_err() {
             self.threads.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Serves a call lane on a thread of its own. Without a thread to spare
+/// (`RLIMIT_NPROC`), the lane is closed unread: the host sees it close
+/// while the worker lives on and sends its calls on the channel instead.
+fn open_lane(state: &Arc<State>, fd: OwnedFd) {
+    let state = Arc::clone(state);
+    let _ = std::thread::Builder::new()
+        .name("sandbox-lane".into())
+        .spawn(move || serve_lane(&state, UnixStream::from(fd)));
+}
+
+/// Answers the calls of one lane, one at a time, until the host closes it.
+fn serve_lane(state: &State, stream: UnixStream) {
+    let _dispatch = tracing::dispatcher::set_default(&state.dispatch);
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = std::io::BufReader::new(read_half);
+    while let Ok(Some(frame)) = wire::read_frame(&mut reader) {
+        let Ok(ToWorker::Request {
+            id,
+            op: op @ Op::Call { .. },
+        }) = wire::decode::<ToWorker>(&frame)
+        else {
+            return;
+        };
+        // Plugin panics are caught below this; anything else must not
+        // leave the host waiting on a lane that closed mid-call.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(state, op, None)))
+                .unwrap_or_else(|_| {
+                    Err(Error::Worker {
+                        message: "the worker failed while running a call".into(),
+                    })
+                })
+                .map_err(|e| WireError::from(&e));
+        let Ok(reply) = wire::encode(&FromWorker::Reply { id, result }) else {
+            return;
+        };
+        if crate::process::send_all(&stream, &reply).is_err() {
+            return;
         }
     }
 }

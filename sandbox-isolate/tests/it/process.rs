@@ -130,3 +130,19 @@ fn a_pooled_worker_serves_a_sandbox_like_a_fresh_one() {
     );
     drop(isolator);
 }
+
+#[test]
+fn calls_go_on_the_channel_when_the_worker_has_no_thread_for_a_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spec, crashes) = support::spec(dir.path(), "rt");
+    // The jail's reaper and init, the worker's main thread and one more: no
+    // thread is left for a call lane.
+    spec.limits.processes = Some(4);
+    let rt = support::isolator().launch(&spec).unwrap();
+    start(&*rt, &counter(), "counter");
+    for n in 1..=20 {
+        assert_eq!(add(&*rt, 1), n);
+    }
+    assert!(crashes.try_recv().is_err(), "the worker crashed");
+    assert!(!support::gone(rt.info().pid));
+}

@@ -215,10 +215,11 @@ pub fn calls_from_many_threads_are_safe_and_none_is_lost(launch: Launch<'_>) {
     let dir = tempfile::tempdir().unwrap();
     let rt: Arc<dyn Runtime> = Arc::from(launch(dir.path()));
     start(&*rt, &counter(), "counter");
-    for t in add_from_threads(&rt, 8, 500) {
+    // More threads than a worker has call lanes: the rest share the channel.
+    for t in add_from_threads(&rt, 12, 400) {
         t.join().unwrap();
     }
-    assert_eq!(add(&*rt, 0), 4000);
+    assert_eq!(add(&*rt, 0), 4800);
 }
 
 pub fn calls_wait_for_a_swap_in_progress(launch: Launch<'_>) {
