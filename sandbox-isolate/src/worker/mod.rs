@@ -18,7 +18,10 @@
 //!    request to it, so loading, ABI checks, swaps, module-to-module calls
 //!    and their rules are exactly the in-process backend's.
 //!
-//! Requests run on a small pool of threads (grown on demand), so calls to
+//! Calls usually arrive on lanes: a socket per calling host thread, sent
+//! over the channel, each served by a thread of its own (see
+//! `ToWorker::Lane`). Other requests run on a small pool of threads (grown
+//! on demand), so calls to
 //! different modules run in parallel and a swap waits for calls in flight
 //! exactly as in-process; calls to one module are serialized by the
 //! in-process runtime. Plugin log lines and the runtime's own `tracing`
