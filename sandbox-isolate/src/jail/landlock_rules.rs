@@ -145,16 +145,57 @@ pub struct WorkerLayers<'a> {
     pub require: Layers,
 }
 
+/// The parts of a worker's layers that do not depend on its sandbox: the
+/// landlock ruleset with the system paths, and the compiled seccomp filter.
+/// A worker builds them while it waits for its configuration (a pooled one
+/// may wait long), so applying its jail then is quick.
+#[derive(Debug)]
+pub struct PreparedLayers {
+    network: bool,
+    ruleset: Option<RulesetCreated>,
+    seccomp: Option<super::seccomp::BpfProgram>,
+}
+
+/// Builds [`PreparedLayers`] for a worker that will (`network`) or will
+/// not use the network. Enforces nothing.
+pub fn prepare_worker_layers(network: bool) -> Result<PreparedLayers, JailError> {
+    let ruleset = if landlock_abi() >= 1 {
+        Some(base_ruleset(network)?)
+    } else {
+        None
+    };
+    let seccomp = if seccomp_available() {
+        let own_pid = Some(rustix::process::getpid().as_raw_nonzero().get());
+        Some(SeccompProfile::Worker { network, own_pid }.compile()?)
+    } else {
+        None
+    };
+    Ok(PreparedLayers {
+        network,
+        ruleset,
+        seccomp,
+    })
+}
+
 /// Applies a worker's own layers to the calling process: lowers its rlimits,
 /// restricts the calling thread (and every thread it starts later) with
 /// landlock, sets `no_new_privs`, and installs the worker seccomp filter on
-/// every thread. Call it before any plugin code runs and while the process
-/// has a single thread: landlock ABI < 8 restricts the calling thread only.
-pub fn apply_worker_layers(layers: &WorkerLayers<'_>) -> Result<LayerReport, JailError> {
+/// every thread. `prepared` is used when it was built for the same network
+/// choice (else the layers are built here). Call it before any plugin code
+/// runs and while the process has a single thread: landlock ABI < 8
+/// restricts the calling thread only.
+pub fn apply_worker_layers(
+    layers: &WorkerLayers<'_>,
+    prepared: Option<PreparedLayers>,
+) -> Result<LayerReport, JailError> {
     crate::spawn::set_rlimits(layers.limits).map_err(|source| JailError::Os {
         action: "lowering the rlimits",
         source,
     })?;
+    let prepared = match prepared {
+        Some(p) if p.network == layers.network => p,
+        _ => prepare_worker_layers(layers.network)?,
+    };
     // Not `probe()`: it forks to try namespaces, which a worker need not know.
     let abi = landlock_abi();
     let mut report = LayerReport {
@@ -162,8 +203,8 @@ pub fn apply_worker_layers(layers: &WorkerLayers<'_>) -> Result<LayerReport, Jai
         ..LayerReport::default()
     };
 
-    if abi >= 1 {
-        let mut ruleset = base_ruleset(layers.network)?
+    if let Some(ruleset) = prepared.ruleset {
+        let mut ruleset = ruleset
             .add_rule(PathBeneath::new(
                 layers.work_dir,
                 AccessFs::from_all(TARGET_ABI),
@@ -200,13 +241,7 @@ pub fn apply_worker_layers(layers: &WorkerLayers<'_>) -> Result<LayerReport, Jai
         action: "setting no_new_privs",
         source: e.into(),
     })?;
-    if seccomp_available() {
-        let own_pid = Some(rustix::process::getpid().as_raw_nonzero().get());
-        let program = SeccompProfile::Worker {
-            network: layers.network,
-            own_pid,
-        }
-        .compile()?;
+    if let Some(program) = prepared.seccomp {
         install_all_threads(&program)?;
         report.seccomp = true;
     } else if layers.require.seccomp {

@@ -54,7 +54,8 @@ use std::path::PathBuf;
 
 pub(crate) use child::{enter_planned_jail, Prepared, PLAN_ENV};
 pub use landlock_rules::{
-    apply_worker_layers, FsRules, LayerReport, WorkerLayers, SYSTEM_READ_ONLY,
+    apply_worker_layers, prepare_worker_layers, FsRules, LayerReport, PreparedLayers, WorkerLayers,
+    SYSTEM_READ_ONLY,
 };
 pub use probe::{probe, JailSupport};
 pub use seccomp::SeccompProfile;

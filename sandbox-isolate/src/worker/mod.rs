@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::inprocess::InProcessRuntime;
-use crate::jail::{apply_worker_layers, WorkerLayers};
+use crate::jail::{apply_worker_layers, prepare_worker_layers, PreparedLayers, WorkerLayers};
 use crate::process::wire::{
     self, Answer, Configure, FromWorker, Op, Step, ToWorker, WireError, PROTOCOL,
 };
@@ -170,6 +170,14 @@ fn serve(stream: UnixStream) -> std::io::Result<()> {
         pid: host_pid(),
         protocol: PROTOCOL,
     });
+    // A pooled worker waits for its sandbox: build what its jail does not
+    // need the sandbox for meanwhile (pooled workers never have the
+    // network). A configuration already waiting is applied straight away.
+    let prepared = if readable_now(&stream) {
+        None
+    } else {
+        prepare_worker_layers(false).ok()
+    };
     let mut reader = FdReader::new(stream);
 
     let Some(first) = reader.read_frame()? else {
@@ -181,7 +189,7 @@ fn serve(stream: UnixStream) -> std::io::Result<()> {
         )));
         return Ok(());
     };
-    let state = match configure(&config, &mut reader, &outbox) {
+    let state = match configure(&config, &mut reader, &outbox, prepared) {
         Ok(state) => Arc::new(state),
         Err(message) => {
             outbox.send(&FromWorker::Configured(Err(message)));
@@ -195,6 +203,19 @@ fn serve(stream: UnixStream) -> std::io::Result<()> {
         state,
     });
     serve_frames(&crew)
+}
+
+/// Whether `stream` has something to read right now.
+fn readable_now(stream: &UnixStream) -> bool {
+    let mut polls = [rustix::event::PollFd::new(
+        stream,
+        rustix::event::PollFlags::IN,
+    )];
+    let now = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut polls, Some(&now)).is_ok_and(|n| n > 0)
 }
 
 /// The threads that serve requests, leader/follower style: whichever
@@ -333,6 +354,7 @@ fn configure(
     config: &Configure,
     reader: &mut FdReader,
     outbox: &Arc<Outbox>,
+    prepared: Option<PreparedLayers>,
 ) -> Result<State, String> {
     let work_dir = reader
         .take_fd()
@@ -356,7 +378,7 @@ fn configure(
         network: config.network,
         require: config.require,
     };
-    let report = apply_worker_layers(&layers).map_err(|e| e.to_string())?;
+    let report = apply_worker_layers(&layers, prepared).map_err(|e| e.to_string())?;
     drop(dirs);
     drop(work_dir);
 
