@@ -93,16 +93,19 @@ impl Prepared {
             _ => None,
         };
         Ok(Self {
-            plan: Plan::new(
+            plan: Plan {
                 unshare,
-                support.user_ns,
-                support.pid_ns,
+                user_ns: support.user_ns,
+                pid_ns: support.pid_ns,
                 switch_to,
                 outer_uid,
                 outer_gid,
-                limits.clone(),
-                std::process::id() as libc::pid_t,
-            ),
+                limits: limits.clone(),
+                host_pid: std::process::id() as libc::pid_t,
+                uid_map: Vec::new(),
+                gid_map: Vec::new(),
+            }
+            .mapped(),
             landlock,
             seccomp,
             pass_fd,
@@ -174,29 +177,12 @@ impl Prepared {
 }
 
 impl Plan {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        unshare: libc::c_int,
-        user_ns: bool,
-        pid_ns: bool,
-        switch_to: Option<u32>,
-        outer_uid: u32,
-        outer_gid: u32,
-        limits: ChildLimits,
-        host_pid: libc::pid_t,
-    ) -> Self {
-        Self {
-            unshare,
-            user_ns,
-            pid_ns,
-            switch_to,
-            outer_uid,
-            outer_gid,
-            limits,
-            host_pid,
-            uid_map: format!("{INNER_ID} {outer_uid} 1\n").into_bytes(),
-            gid_map: format!("{INNER_ID} {outer_gid} 1\n").into_bytes(),
-        }
+    /// Fills in the id maps from the outer ids (they are written between
+    /// `fork` and `exec`, where nothing may allocate).
+    fn mapped(mut self) -> Self {
+        self.uid_map = format!("{INNER_ID} {} 1\n", self.outer_uid).into_bytes();
+        self.gid_map = format!("{INNER_ID} {} 1\n", self.outer_gid).into_bytes();
+        self
     }
 
     /// The plan as one environment value (numbers separated by spaces; `-`
@@ -244,23 +230,28 @@ impl Plan {
             Some(v) => Some(u32::try_from(v).ok()?),
             None => None,
         };
-        Some(Self::new(
-            f[0].parse().ok()?,
-            flag(f[1])?,
-            flag(f[2])?,
-            switch_to,
-            f[4].parse().ok()?,
-            f[5].parse().ok()?,
-            ChildLimits {
-                address_space: opt(f[6])?,
-                cpu_seconds: opt(f[7])?,
-                file_size: opt(f[8])?,
-                open_files: opt(f[9])?,
-                processes: opt(f[10])?,
-                core_size: opt(f[11])?,
-            },
-            f[12].parse().ok()?,
-        ))
+        Some(
+            Self {
+                unshare: f[0].parse().ok()?,
+                user_ns: flag(f[1])?,
+                pid_ns: flag(f[2])?,
+                switch_to,
+                outer_uid: f[4].parse().ok()?,
+                outer_gid: f[5].parse().ok()?,
+                limits: ChildLimits {
+                    address_space: opt(f[6])?,
+                    cpu_seconds: opt(f[7])?,
+                    file_size: opt(f[8])?,
+                    open_files: opt(f[9])?,
+                    processes: opt(f[10])?,
+                    core_size: opt(f[11])?,
+                },
+                host_pid: f[12].parse().ok()?,
+                uid_map: Vec::new(),
+                gid_map: Vec::new(),
+            }
+            .mapped(),
+        )
     }
 
     /// Switches uid, sets rlimits, enters the namespaces, has the process die
@@ -598,14 +589,14 @@ mod tests {
 
     #[test]
     fn a_plan_survives_its_trip_through_the_environment() {
-        let full = Plan::new(
-            libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET,
-            true,
-            true,
-            Some(1_251_600),
-            1_251_600,
-            1_251_600,
-            ChildLimits {
+        let full = Plan {
+            unshare: libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET,
+            user_ns: true,
+            pid_ns: true,
+            switch_to: Some(1_251_600),
+            outer_uid: 1_251_600,
+            outer_gid: 1_251_601,
+            limits: ChildLimits {
                 address_space: Some(1 << 30),
                 cpu_seconds: Some(60),
                 file_size: Some(64 << 20),
@@ -613,10 +604,25 @@ mod tests {
                 processes: Some(64),
                 core_size: Some(0),
             },
-            4242,
-        );
+            host_pid: 4242,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
+        }
+        .mapped();
         assert_eq!(Plan::from_env(&full.to_env()), Some(full));
-        let bare = Plan::new(0, false, false, None, 0, 0, ChildLimits::default(), 1);
+        let bare = Plan {
+            unshare: 0,
+            user_ns: false,
+            pid_ns: false,
+            switch_to: None,
+            outer_uid: 0,
+            outer_gid: 0,
+            limits: ChildLimits::default(),
+            host_pid: 1,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
+        }
+        .mapped();
         assert_eq!(Plan::from_env(&bare.to_env()), Some(bare));
         for garbage in [
             "",
