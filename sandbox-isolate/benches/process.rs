@@ -70,6 +70,26 @@ fn first_call(
     rt
 }
 
+/// [`SAMPLES`] timed [`first_call`]s, each on a new runtime (dropped
+/// untimed), numbered from `first + 1`.
+fn first_calls(
+    isolator: &dyn Isolator,
+    dir: &std::path::Path,
+    first: usize,
+    lib: &std::path::Path,
+) -> Vec<Duration> {
+    (1..=SAMPLES)
+        .map(|n| {
+            let spec = spec(dir, first + n);
+            let started = Instant::now();
+            let rt = first_call(isolator, &spec, lib);
+            let took = started.elapsed();
+            drop(rt);
+            took
+        })
+        .collect()
+}
+
 struct Stats {
     p50: Duration,
     p99: Duration,
@@ -112,16 +132,7 @@ fn sampled() {
     let dir = tempfile::tempdir().expect("temp dir");
 
     let inprocess = InProcess::new();
-    let samples = (1..=SAMPLES)
-        .map(|n| {
-            let spec = spec(dir.path(), 3000 + n);
-            let started = Instant::now();
-            let rt = first_call(&inprocess, &spec, &release);
-            let took = started.elapsed();
-            drop(rt);
-            took
-        })
-        .collect();
+    let samples = first_calls(&inprocess, dir.path(), 3000, &release);
     report(
         "inprocess/start_to_first_call",
         &stats(samples),
@@ -152,16 +163,7 @@ fn sampled() {
         release_samples.push(started.elapsed());
         drop(rt);
     }
-    let debug_samples = (1..=SAMPLES)
-        .map(|n| {
-            let spec = spec(dir.path(), n + 100);
-            let started = Instant::now();
-            let rt = first_call(&cold, &spec, &debug);
-            let took = started.elapsed();
-            drop(rt);
-            took
-        })
-        .collect();
+    let debug_samples = first_calls(&cold, dir.path(), 100, &debug);
     let cold_stats = stats(release_samples);
     report(
         "process/cold_start_to_first_call_release",
