@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
-use sandbox_isolate::spawn::{kill_group, spawn, ChildSpec};
+use sandbox_isolate::spawn::{kill_group, kill_jailed, spawn, ChildSpec};
 
 use crate::{Error, Result};
 
@@ -52,10 +52,16 @@ enum Event<T> {
 /// id the kernel may already have handed to someone else.
 type Reaped = Arc<Mutex<bool>>;
 
-fn kill_unless_reaped(pid: u32, reaped: &Reaped) {
+fn kill_unless_reaped(pid: u32, jailed: bool, reaped: &Reaped) {
     let reaped = reaped.lock().unwrap_or_else(PoisonError::into_inner);
     if !*reaped {
-        if let Err(error) = kill_group(pid) {
+        // A jail goes init first, so none of it is left for pid 1 to adopt.
+        let killed = if jailed {
+            kill_jailed(pid)
+        } else {
+            kill_group(pid)
+        };
+        if let Err(error) = killed {
             tracing::warn!(pid, %error, "could not kill the child's process group");
         }
     }
@@ -65,12 +71,13 @@ fn kill_unless_reaped(pid: u32, reaped: &Reaped) {
 /// may still be running.
 struct GroupGuard {
     pid: u32,
+    jailed: bool,
     reaped: Reaped,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        kill_unless_reaped(self.pid, &self.reaped);
+        kill_unless_reaped(self.pid, self.jailed, &self.reaped);
     }
 }
 
@@ -116,9 +123,11 @@ where
 {
     let mut child = spawn(spec).map_err(RunError::Spawn)?;
     let pid = child.id();
+    let jailed = spec.jail_config().is_some();
     let reaped: Reaped = Arc::new(Mutex::new(false));
     let _guard = GroupGuard {
         pid,
+        jailed,
         reaped: Arc::clone(&reaped),
     };
     let (tx, rx) = crossbeam_channel::bounded::<Event<T>>(3);
@@ -169,7 +178,7 @@ where
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) if !timed_out => {
                 tracing::warn!(pid, "build deadline passed; killing its process group");
-                kill_unless_reaped(pid, &reaped);
+                kill_unless_reaped(pid, jailed, &reaped);
                 timed_out = true;
                 continue;
             }

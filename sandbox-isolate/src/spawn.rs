@@ -347,6 +347,47 @@ pub(crate) fn set_rlimits(limits: &ChildLimits) -> io::Result<()> {
     Ok(())
 }
 
+/// Kills a child started by [`spawn`] with a [jail](ChildSpec::jail), and
+/// everything in it, in an order that leaves no orphan behind: its pid
+/// namespace's init first (the namespace dies with it, the jail's reaper
+/// reaps the init and then exits the same way), so no process of the jail
+/// outlives its parent and ends up adopted by whichever process reaps
+/// orphans on this host (the host itself, if it runs as a container's pid
+/// 1). Without a pid namespace (or before the init is started) it is
+/// [`kill_group`]. The caller still reaps `pid`.
+pub fn kill_jailed(pid: u32) -> io::Result<()> {
+    match jail_init_of(pid) {
+        Some(init) => {
+            match rustix::process::pidfd_send_signal(&init, rustix::process::Signal::KILL) {
+                Ok(()) => Ok(()),
+                Err(e) if e == rustix::io::Errno::SRCH => kill_group(pid),
+                Err(e) => Err(e.into()),
+            }
+        }
+        None => kill_group(pid),
+    }
+}
+
+/// A pidfd of the jail's init: the one child of the reaper `pid`, checked
+/// to be its child after the pidfd pins it (so a recycled pid is never
+/// signalled).
+fn jail_init_of(pid: u32) -> Option<OwnedFd> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let init: i32 = children.split_whitespace().next()?.parse().ok()?;
+    let fd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(init)?,
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).ok()?;
+    let parent: u32 = stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    (parent == pid).then_some(fd)
+}
+
 /// Kills every process of the group led by `pid` (a child started by
 /// [`spawn`]). A group that is already gone is not an error.
 pub fn kill_group(pid: u32) -> io::Result<()> {

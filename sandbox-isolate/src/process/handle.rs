@@ -152,7 +152,7 @@ impl Spawned {
                 Ok(worker)
             }
             Err(message) => {
-                let _ = spawn::kill_group(child.id());
+                let _ = spawn::kill_jailed(child.id());
                 let status = child.wait().ok();
                 let mut stderr = String::new();
                 if let Some(mut err) = child.stderr.take() {
@@ -182,7 +182,7 @@ impl Drop for Spawned {
     /// sent) is killed and reaped.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = spawn::kill_group(child.id());
+            let _ = spawn::kill_jailed(child.id());
             let _ = child.wait();
         }
     }
@@ -236,7 +236,7 @@ pub(crate) fn kill(pidfd: Option<&OwnedFd>, reaper: Option<u32>) {
             let _ = pidfd_send_signal(fd, Signal::KILL);
         }
         (None, Some(pid)) => {
-            let _ = spawn::kill_group(pid);
+            let _ = spawn::kill_jailed(pid);
         }
         (None, None) => {}
     }

@@ -189,3 +189,35 @@ fn only_a_jail_without_host_chosen_layers_can_be_entered_by_the_program() {
     let err = spawn(&spec).expect_err("a build jail needs its pre-exec layers");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
 }
+
+/// Killed init first, a jail unwinds in order: nothing of it is orphaned,
+/// so nothing is left for this process — made a child subreaper here, as a
+/// host running as a container's pid 1 is — to adopt as a zombie.
+#[test]
+fn a_killed_jail_leaves_no_orphan_to_adopt() {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+    let config = JailConfig::worker(UidPolicy::Keep, false, Layers::NONE);
+    let spec = ChildSpec::new("/bin/sleep").arg("1000").jail(config);
+    let mut reaper = spawn(&spec).expect("spawn a jailed sleep");
+    let pid = reaper.id();
+    let init: u32 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the jail's init")
+        .parse()
+        .unwrap();
+    sandbox_isolate::spawn::kill_jailed(pid).unwrap();
+    let status = reaper.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{status}"
+    );
+    // The reaper exits only after reaping the init: it is gone, not a
+    // zombie waiting for this process.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{init}")).exists(),
+        "the jail's init outlived its reaper"
+    );
+}
