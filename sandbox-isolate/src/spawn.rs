@@ -379,13 +379,15 @@ fn jail_init_of(pid: u32) -> Option<OwnedFd> {
         rustix::process::PidfdFlags::empty(),
     )
     .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).ok()?;
-    let parent: u32 = stat[stat.rfind(')')? + 2..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    (parent == pid).then_some(fd)
+    (parent_of(init as u32)? == pid).then_some(fd)
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat`.
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Kills every process of the group led by `pid` (a child started by

@@ -160,16 +160,7 @@ impl Prepared {
             ))?;
 
             if let Some(program) = &self.seccomp {
-                let fprog = libc::sock_fprog {
-                    len: program.len() as libc::c_ushort,
-                    filter: program.as_ptr() as *mut libc::sock_filter,
-                };
-                check(libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
-                    0usize,
-                    &fprog as *const libc::sock_fprog,
-                ))?;
+                check(super::seccomp::load(program, 0))?;
             }
         }
         Ok(())
@@ -355,20 +346,7 @@ pub(crate) fn enter_planned_jail(keep: RawFd) -> io::Result<()> {
     unsafe {
         plan.enter()?;
         // Nothing else the host left open stays open.
-        if keep > 3 {
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                (keep - 1) as libc::c_uint,
-                0 as libc::c_uint,
-            );
-        }
-        libc::syscall(
-            libc::SYS_close_range,
-            (keep.max(2) + 1) as libc::c_uint,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        );
+        close_all_but(3, keep);
     }
     Ok(())
 }
@@ -483,24 +461,25 @@ unsafe fn die_with(parent: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Closes every descriptor but `keep`.
+/// Closes every descriptor from `from` on but `keep`.
 ///
 /// # Safety
-/// Only in a forked child about to live on system calls alone.
-unsafe fn close_all_but(keep: RawFd) {
+/// Only in a process about to live on system calls alone, or on
+/// descriptors nothing else in it owns.
+unsafe fn close_all_but(from: RawFd, keep: RawFd) {
     // SAFETY: closing descriptors of this process.
     unsafe {
-        if keep > 0 {
+        if keep > from {
             libc::syscall(
                 libc::SYS_close_range,
-                0 as libc::c_uint,
+                from as libc::c_uint,
                 (keep - 1) as libc::c_uint,
                 0 as libc::c_uint,
             );
         }
         libc::syscall(
             libc::SYS_close_range,
-            (keep + 1) as libc::c_uint,
+            (keep.max(from - 1) + 1) as libc::c_uint,
             libc::c_uint::MAX,
             0 as libc::c_uint,
         );
@@ -516,7 +495,7 @@ unsafe fn close_all_but(keep: RawFd) {
 unsafe fn init_loop(program: libc::pid_t, status_out: RawFd) -> ! {
     // SAFETY: async-signal-safe system calls on this process's own children.
     unsafe {
-        close_all_but(status_out);
+        close_all_but(0, status_out);
         loop {
             let mut status = 0;
             let rc = libc::wait4(-1, &mut status, libc::__WALL, std::ptr::null_mut());
@@ -545,7 +524,7 @@ unsafe fn init_loop(program: libc::pid_t, status_out: RawFd) -> ! {
 unsafe fn reap_and_mirror(init: libc::pid_t, status_in: RawFd) -> ! {
     // SAFETY: async-signal-safe system calls on this process's own child.
     unsafe {
-        close_all_but(status_in);
+        close_all_but(0, status_in);
         let mut status = 0;
         loop {
             let rc = libc::wait4(init, &mut status, libc::__WALL, std::ptr::null_mut());

@@ -330,11 +330,10 @@ fn tree(rules: &[(u32, Rule)]) -> Result<Vec<libc::sock_filter>, JailError> {
     Ok(out)
 }
 
-/// Installs `program` on every thread of the calling process
-/// (`SECCOMP_FILTER_FLAG_TSYNC`), setting `no_new_privs` first.
-pub(crate) fn install_all_threads(program: &BpfProgram) -> Result<(), JailError> {
-    rustix::thread::set_no_new_privs(true)
-        .map_err(|e| JailError::Seccomp(format!("cannot set no_new_privs: {e}")))?;
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, program)`: the raw return value
+/// (with `TSYNC`, a positive one names a thread that could not take it).
+/// Allocation-free, so it may run between `fork` and `exec`.
+pub(super) fn load(program: &BpfProgram, flags: libc::c_ulong) -> libc::c_long {
     let fprog = libc::sock_fprog {
         len: program.len() as libc::c_ushort,
         filter: program.as_ptr().cast_mut(),
@@ -342,14 +341,22 @@ pub(crate) fn install_all_threads(program: &BpfProgram) -> Result<(), JailError>
     // SAFETY: `fprog` points to `program`, which outlives the call; the
     // kernel copies the program.
     #[allow(unsafe_code)]
-    let rc = unsafe {
+    unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
-            libc::SECCOMP_FILTER_FLAG_TSYNC,
+            flags,
             &fprog as *const libc::sock_fprog,
         )
-    };
+    }
+}
+
+/// Installs `program` on every thread of the calling process
+/// (`SECCOMP_FILTER_FLAG_TSYNC`), setting `no_new_privs` first.
+pub(crate) fn install_all_threads(program: &BpfProgram) -> Result<(), JailError> {
+    rustix::thread::set_no_new_privs(true)
+        .map_err(|e| JailError::Seccomp(format!("cannot set no_new_privs: {e}")))?;
+    let rc = load(program, libc::SECCOMP_FILTER_FLAG_TSYNC);
     match rc {
         0 => Ok(()),
         rc if rc > 0 => Err(JailError::Seccomp(format!(

@@ -210,7 +210,8 @@ impl Worker {
         }
         // Without a pid namespace the worker is the child itself; with one,
         // the child's grandchild (reaper -> init -> worker).
-        if pid != child.id() && parent_of(pid).and_then(parent_of) != Some(child.id()) {
+        if pid != child.id() && spawn::parent_of(pid).and_then(spawn::parent_of) != Some(child.id())
+        {
             return Err(format!(
                 "it claims pid {pid}, which is not the jail's program"
             ));
@@ -252,12 +253,4 @@ fn worker_error(what: &str, e: std::io::Error) -> Error {
     Error::Worker {
         message: format!("{what}: {e}"),
     }
-}
-
-/// The parent pid of `pid`, from `/proc/<pid>/stat`.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
