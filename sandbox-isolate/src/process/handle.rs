@@ -60,10 +60,7 @@ impl Worker {
         network: bool,
         require: Layers,
     ) -> Result<Spawned> {
-        let missing = require.missing(probe(), network);
-        if !missing.is_empty() {
-            return Err(Error::Jail(JailError::Missing { missing }));
-        }
+        // A missing layer `require` names fails the spawn (`Error::Jail`).
         let slot = if probe().root {
             UidSlot::allocate()
         } else {

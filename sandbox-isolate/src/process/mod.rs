@@ -373,9 +373,6 @@ impl Process {
             artifact_dirs: dirs.len() as u32,
             log_level: host_log_level(),
         });
-        let died = |e: std::io::Error| Error::WorkerDied {
-            cause: format!("it did not take its configuration: {e}"),
-        };
         let frame = wire::encode(&configure).map_err(died)?;
         let mut fds = vec![work_fd.as_fd()];
         fds.extend(dirs.iter().map(|d| d.as_fd()));
@@ -386,9 +383,6 @@ impl Process {
     /// Waits until a worker that was sent its configuration applied its
     /// jail layers, and starts its runtime.
     fn await_configured(&self, worker: Worker, spec: &LaunchSpec) -> Result<ProcessRuntime> {
-        let died = |e: std::io::Error| Error::WorkerDied {
-            cause: format!("it did not take its configuration: {e}"),
-        };
         worker
             .stream
             .set_read_timeout(Some(CONFIGURE_TIMEOUT))
@@ -434,6 +428,13 @@ impl Process {
                 report,
             },
         )
+    }
+}
+
+/// A worker that did not take its configuration.
+fn died(e: std::io::Error) -> Error {
+    Error::WorkerDied {
+        cause: format!("it did not take its configuration: {e}"),
     }
 }
 
