@@ -13,6 +13,26 @@ use rustix::net::{
 
 use super::wire::MAX_FRAME;
 
+/// Whether `fd` becomes readable within `wait` (a pidfd: its process
+/// exited).
+pub(crate) fn readable_within(fd: impl AsFd, wait: std::time::Duration) -> io::Result<bool> {
+    let mut polls = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let timeout = rustix::event::Timespec {
+        tv_sec: wait.as_secs() as _,
+        tv_nsec: wait.subsec_nanos() as _,
+    };
+    loop {
+        match rustix::event::poll(&mut polls, Some(&timeout)) {
+            Ok(n) => return Ok(n > 0),
+            Err(e) if e == rustix::io::Errno::INTR => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Writes all of `frame` without raising `SIGPIPE` if the peer is gone.
 pub(crate) fn send_all(stream: &UnixStream, mut frame: &[u8]) -> io::Result<()> {
     while !frame.is_empty() {

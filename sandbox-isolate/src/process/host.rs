@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::fds::{send_all, send_with_fds};
+use super::fds::{readable_within, send_all, send_with_fds};
 use super::handle::{self, Worker};
 use super::wire::{self, Answer, FromWorker, Op, Step, ToWorker};
 use crate::error::{Error, Result};
@@ -223,18 +223,7 @@ impl Conn {
     /// Whether the worker exits within `wait` (`true` without a pidfd).
     fn exits_within(&self, wait: Duration) -> bool {
         let Some(fd) = &self.pidfd else { return true };
-        let mut polls = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
-        let timeout = rustix::event::Timespec {
-            tv_sec: wait.as_secs() as _,
-            tv_nsec: wait.subsec_nanos() as _,
-        };
-        loop {
-            match rustix::event::poll(&mut polls, Some(&timeout)) {
-                Ok(n) => return n > 0,
-                Err(e) if e == rustix::io::Errno::INTR => continue,
-                Err(_) => return true,
-            }
-        }
+        readable_within(fd, wait).unwrap_or(true)
     }
 
     fn dead(&self) -> Option<String> {

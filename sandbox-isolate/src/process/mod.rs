@@ -27,7 +27,7 @@ use crate::jail::{probe, JailSupport, Layers, UidSlot};
 use crate::runtime::{IsolationKind, Isolator, LaunchSpec, Runtime};
 use crate::spawn::ChildLimits;
 
-pub(crate) use fds::{send_all, FdReader};
+pub(crate) use fds::{readable_within, send_all, FdReader};
 
 /// How long a worker may take to apply its configuration.
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(20);

@@ -47,7 +47,7 @@ use crate::jail::{apply_worker_layers, prepare_worker_layers, PreparedLayers, Wo
 use crate::process::wire::{
     self, Answer, Configure, FromWorker, Op, Step, ToWorker, WireError, PROTOCOL,
 };
-use crate::process::FdReader;
+use crate::process::{readable_within, FdReader};
 use crate::runtime::{LaunchSpec, Migration, Runtime, SwapStep};
 use crate::InProcess;
 
@@ -173,7 +173,7 @@ fn serve(stream: UnixStream) -> std::io::Result<()> {
     // A pooled worker waits for its sandbox: build what its jail does not
     // need the sandbox for meanwhile (pooled workers never have the
     // network). A configuration already waiting is applied straight away.
-    let prepared = if readable_now(&stream) {
+    let prepared = if readable_within(&stream, std::time::Duration::ZERO).unwrap_or(false) {
         None
     } else {
         prepare_worker_layers(false).ok()
@@ -203,19 +203,6 @@ fn serve(stream: UnixStream) -> std::io::Result<()> {
         state,
     });
     serve_frames(&crew)
-}
-
-/// Whether `stream` has something to read right now.
-fn readable_now(stream: &UnixStream) -> bool {
-    let mut polls = [rustix::event::PollFd::new(
-        stream,
-        rustix::event::PollFlags::IN,
-    )];
-    let now = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut polls, Some(&now)).is_ok_and(|n| n > 0)
 }
 
 /// The threads that serve requests, leader/follower style: whichever
@@ -330,17 +317,7 @@ fn serve_lane(state: &State, stream: UnixStream) {
         else {
             return;
         };
-        // Plugin panics are caught below this; anything else must not
-        // leave the host waiting on a lane that closed mid-call.
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(state, op, None)))
-                .unwrap_or_else(|_| {
-                    Err(Error::Worker {
-                        message: "the worker failed while running a call".into(),
-                    })
-                })
-                .map_err(|e| WireError::from(&e));
-        let Ok(reply) = wire::encode(&FromWorker::Reply { id, result }) else {
+        let Ok(reply) = wire::encode(&answer(state, id, op, None)) else {
             return;
         };
         if crate::process::send_all(&stream, &reply).is_err() {
@@ -405,8 +382,20 @@ struct Job {
 }
 
 fn run(state: &State, job: Job) {
-    let result = handle(state, job.op, job.fd).map_err(|e| WireError::from(&e));
-    state.outbox.send(&FromWorker::Reply { id: job.id, result });
+    state.outbox.send(&answer(state, job.id, job.op, job.fd));
+}
+
+/// The reply to request `id`. Plugin panics are caught below this; anything
+/// else must not leave the host waiting for an answer that never comes.
+fn answer(state: &State, id: u64, op: Op, fd: Option<OwnedFd>) -> FromWorker {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(state, op, fd)))
+        .unwrap_or_else(|_| {
+            Err(Error::Worker {
+                message: "the worker failed while running a request".into(),
+            })
+        })
+        .map_err(|e| WireError::from(&e));
+    FromWorker::Reply { id, result }
 }
 
 fn handle(state: &State, op: Op, fd: Option<OwnedFd>) -> Result<Answer> {
