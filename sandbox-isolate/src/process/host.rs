@@ -139,17 +139,24 @@ impl Conn {
             {
                 drop(lane);
                 self.lanes_open.fetch_sub(1, Ordering::AcqRel);
-                let after = timeout.unwrap_or_default();
-                self.kill_for(
-                    format!("call to `{module}` did not answer within {after:?}; the host killed the worker"),
-                    "call_timeout",
-                );
-                Some(Err(Error::Timeout {
-                    module: module.to_owned(),
-                    after,
-                }))
+                Some(Err(self.overran(module, timeout)))
             }
             Ok(None) | Err(_) => self.lane_broke(lane),
+        }
+    }
+
+    /// A call to `module` overran `timeout`: kills the worker and says so.
+    fn overran(&self, module: &str, timeout: Option<Duration>) -> Error {
+        let after = timeout.unwrap_or_default();
+        self.kill_for(
+            format!(
+                "call to `{module}` did not answer within {after:?}; the host killed the worker"
+            ),
+            "call_timeout",
+        );
+        Error::Timeout {
+            module: module.to_owned(),
+            after,
         }
     }
 
@@ -281,15 +288,7 @@ impl Conn {
             Ok(reply) => reply,
             Err(true) => {
                 self.pending.lock().waiting.remove(&id);
-                let after = timeout.unwrap_or_default();
-                self.kill_for(
-                    format!("call to `{module}` did not answer within {after:?}; the host killed the worker"),
-                    "call_timeout",
-                );
-                Err(Error::Timeout {
-                    module: module.to_owned(),
-                    after,
-                })
+                Err(self.overran(module, timeout))
             }
             Err(false) => Err(Error::WorkerDied {
                 cause: self.dead().unwrap_or_else(|| "the worker went away".into()),
