@@ -46,10 +46,14 @@ struct RunArgs {
     /// Sandbox id (default: the folder's name).
     #[arg(long)]
     id: Option<String>,
-    /// Where modules run: `in-process` or `process`.
-    #[arg(long, default_value = "in-process")]
-    isolation: IsolationKind,
-    /// Security profile the source is checked against: high, medium, low.
+    /// Where modules run: `process` (a jailed worker) or `in-process` (only
+    /// with `--profile trusted`). Default: `in-process` for trusted source,
+    /// `process` for anything else.
+    #[arg(long)]
+    isolation: Option<IsolationKind>,
+    /// How far the source is trusted: `high` or `medium` (untrusted: built
+    /// and run only inside a jail) or `trusted` (your own code: built and
+    /// run with your rights). Default: medium.
     #[arg(long, default_value = "medium")]
     profile: Profile,
     /// Rebuild and hot-swap on every save.
@@ -76,6 +80,18 @@ struct RunArgs {
     /// sandbox is left in `error`.
     #[arg(long, default_value_t = 5)]
     max_restarts: u32,
+}
+
+impl RunArgs {
+    /// The isolation asked for, or the one the profile implies: source
+    /// declared trusted runs in-process, anything else in a jailed worker.
+    fn isolation(&self) -> IsolationKind {
+        self.isolation.unwrap_or(if self.profile == Profile::Trusted {
+            IsolationKind::InProcess
+        } else {
+            IsolationKind::Process
+        })
+    }
 }
 
 /// Options of `sandbox demo`.

@@ -55,7 +55,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let writer = tokio::spawn(write_lines(rx, manager.subscribe()));
 
     let spec = SandboxSpec::new(&args.dir)
-        .isolation(args.isolation)
+        .isolation(args.isolation())
         .profile(args.profile);
     if let Err(e) = manager.create(id.clone(), spec).await {
         let _ = tx.send(protocol::from_error(None, &e));

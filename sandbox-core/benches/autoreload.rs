@@ -33,7 +33,7 @@ fn main() {
             .unwrap();
         let manager = Manager::new(sandbox_testkit::test_config(dir.path())).unwrap();
         manager
-            .create("watch", SandboxSpec::new(&src))
+            .create("watch", SandboxSpec::trusted(&src))
             .await
             .unwrap();
         manager.enable_auto_reload("watch").await.unwrap();

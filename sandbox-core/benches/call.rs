@@ -43,7 +43,7 @@ fn calls(c: &mut Criterion) {
         .unwrap();
     let manager = Manager::new(sandbox_testkit::test_config(dir.path())).unwrap();
     runtime
-        .block_on(manager.create("echo", SandboxSpec::new(&src)))
+        .block_on(manager.create("echo", SandboxSpec::trusted(&src)))
         .unwrap();
     group.bench_function("Manager::call (async, timeout guard)", |b| {
         b.to_async(&runtime).iter(|| async {

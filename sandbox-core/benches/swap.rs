@@ -127,7 +127,7 @@ fn hot_swap(c: &mut Criterion) {
     group.bench_function("create on a cache hit (+ destroy)", |b| {
         b.to_async(&runtime).iter(|| async {
             manager
-                .create("bench", SandboxSpec::new(&counter_src))
+                .create("bench", SandboxSpec::trusted(&counter_src))
                 .await
                 .unwrap();
             manager.destroy("bench").await.unwrap();

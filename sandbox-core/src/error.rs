@@ -140,6 +140,19 @@ pub enum Error {
         /// The limit.
         after: Duration,
     },
+    /// In-process isolation was asked for source that is not declared
+    /// trusted: in-process code runs with the host's rights, unjailed.
+    #[error("in-process isolation runs the module in the host process, so it needs source you trust, and the profile is `{profile}`; either declare the source trusted (profile `trusted`, `--profile trusted`) or run it in a jailed worker (isolation `process`, `--isolation process`)")]
+    UntrustedInProcess {
+        /// The profile that was asked for.
+        profile: sandbox_security::Profile,
+    },
+    /// The manager has no backend for the isolation a sandbox asks for.
+    #[error("this manager has no `{kind}` isolation backend; add one with `ManagerBuilder::isolator` (process isolation needs a worker program, e.g. `sandbox_isolate::Process` started through the `sandbox` binary), or for source you trust use `SandboxSpec::trusted`")]
+    NoIsolator {
+        /// The isolation asked for.
+        kind: sandbox_isolate::IsolationKind,
+    },
     /// A host-side task failed.
     #[error("internal error: {0}; this is a bug in the host, please report it")]
     Internal(String),
@@ -167,12 +180,13 @@ impl Error {
             | Self::SourceMissing { .. }
             | Self::NotCargoProject { .. }
             | Self::NotRunning { .. }
+            | Self::NoIsolator { .. }
             | Self::Version(_) => ErrorClass::Request,
             Self::Compile(_)
             | Self::Dependencies(_)
             | Self::DuplicateModule { .. }
             | Self::NoModules { .. } => ErrorClass::Compilation,
-            Self::Security(_) => ErrorClass::Security,
+            Self::Security(_) | Self::UntrustedInProcess { .. } => ErrorClass::Security,
             Self::Timeout { .. } => ErrorClass::Resource,
             Self::Isolate(e) => match e.root() {
                 I::Load { .. } | I::NotAPlugin { .. } | I::Incompatible { .. } => {
@@ -197,6 +211,9 @@ impl Error {
     pub fn recovery(&self) -> Recovery {
         match self.class() {
             ErrorClass::Request => Recovery::FixRequest,
+            ErrorClass::Security if matches!(self, Self::UntrustedInProcess { .. }) => {
+                Recovery::FixRequest
+            }
             ErrorClass::Compilation | ErrorClass::Security => Recovery::FixSource,
             ErrorClass::Resource => Recovery::RaiseLimit,
             ErrorClass::Runtime => match self {
@@ -219,10 +236,11 @@ impl Error {
             Self::UnknownSandbox { .. } => "not_found",
             Self::DuplicateSandbox { .. } | Self::InvalidId { .. } => "bad_request",
             Self::SourceMissing { .. } | Self::NotCargoProject { .. } => "bad_request",
+            Self::NoIsolator { .. } => "bad_request",
             Self::Compile(_) | Self::NoModules { .. } | Self::DuplicateModule { .. } => "compile",
             Self::Dependencies(_) => "dependency",
             Self::Version(_) => "version",
-            Self::Security(_) => "security",
+            Self::Security(_) | Self::UntrustedInProcess { .. } => "security",
             Self::NotRunning { .. } => "not_running",
             Self::Timeout { .. } => "timeout",
             Self::Internal(_) => "system",

@@ -19,7 +19,7 @@
 //!
 //! let manager = Manager::new(Config::default())?;
 //! let mut events = manager.subscribe();
-//! manager.create("demo", SandboxSpec::new("plugins/examples/counter")).await?;
+//! manager.create("demo", SandboxSpec::trusted("plugins/examples/counter")).await?;
 //! manager.call_json("demo", "counter", &serde_json::json!({"add": 2})).await?;
 //! // ... edit plugins/examples/counter/src/lib.rs ...
 //! let report = manager.hot_reload("demo").await?;

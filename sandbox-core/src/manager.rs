@@ -33,7 +33,7 @@ use crate::{
 /// use sandbox_core::{Config, Manager, SandboxSpec};
 ///
 /// let manager = Manager::new(Config::default())?;
-/// manager.create("counter", SandboxSpec::new("plugins/examples/counter")).await?;
+/// manager.create("counter", SandboxSpec::trusted("plugins/examples/counter")).await?;
 /// let out = manager.call_json("counter", "counter", &serde_json::json!({"add": 5})).await?;
 /// assert_eq!(out["value"], 5);
 /// manager.destroy("counter").await?;
@@ -412,11 +412,11 @@ impl Manager {
     pub(crate) fn isolator(&self, kind: IsolationKind) -> Result<Arc<dyn Isolator>> {
         match kind {
             IsolationKind::InProcess => Ok(Arc::clone(&self.inner.in_process)),
-            IsolationKind::Process => self.inner.process.clone().ok_or_else(|| {
-                Error::Internal(
-                    "process isolation is not available in this build of the host".to_owned(),
-                )
-            }),
+            IsolationKind::Process => self
+                .inner
+                .process
+                .clone()
+                .ok_or(Error::NoIsolator { kind }),
         }
     }
 
@@ -478,6 +478,13 @@ impl Manager {
         mut spec: SandboxSpec,
         generation: u64,
     ) -> Result<Arc<Sandbox>> {
+        if spec.isolation == IsolationKind::InProcess
+            && spec.profile != sandbox_security::Profile::Trusted
+        {
+            return Err(Error::UntrustedInProcess {
+                profile: spec.profile,
+            });
+        }
         if !spec.source.exists() {
             return Err(Error::SourceMissing { path: spec.source });
         }
@@ -495,6 +502,7 @@ impl Manager {
             },
         );
         let deferred = self.check_policy(&spec)?;
+        let isolator = self.isolator(spec.isolation)?;
         events.emit(
             id,
             EventKind::Status {
@@ -514,7 +522,6 @@ impl Manager {
                 to: Status::Starting,
             },
         );
-        let isolator = self.isolator(spec.isolation)?;
         let launch = self.launch_spec(id, &spec, generation, 0);
         let runtime: Arc<dyn Runtime> =
             Arc::from(blocking(move || isolator.launch(&launch)).await??);

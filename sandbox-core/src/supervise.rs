@@ -356,7 +356,7 @@ mod tests {
             "the default disk cap is not passed on"
         );
         assert_eq!(launch(Profile::Medium).require, Some(Layers::UNTRUSTED));
-        let low = launch(Profile::Low);
+        let low = launch(Profile::Trusted);
         assert_eq!(low.require, Some(Layers::NONE));
         assert!(low.network);
     }

@@ -151,14 +151,27 @@ pub struct SandboxSpec {
 }
 
 impl SandboxSpec {
-    /// A spec for `source` with in-process isolation, the default profile
-    /// and default limits.
+    /// A spec for source you do not control: process isolation (a jailed
+    /// worker), the default profile (`medium`: built and run only inside a
+    /// jail) and default limits. Safe for someone else's crate.
     pub fn new(source: impl Into<PathBuf>) -> Self {
         Self {
             source: source.into(),
-            isolation: IsolationKind::InProcess,
+            isolation: IsolationKind::Process,
             profile: Profile::default(),
             limits: ResourceLimits::default(),
+        }
+    }
+
+    /// A spec for source you trust (your own): in-process isolation (a call
+    /// costs a function call) and the `trusted` profile, so it is built and
+    /// run with the host's rights, outside any jail. Trust is declared
+    /// here, never inferred.
+    pub fn trusted(source: impl Into<PathBuf>) -> Self {
+        Self {
+            isolation: IsolationKind::InProcess,
+            profile: Profile::Trusted,
+            ..Self::new(source)
         }
     }
 

@@ -13,10 +13,10 @@ use crate::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IsolationKind {
-    /// In the host process: fastest, for trusted code.
-    #[default]
+    /// In the host process: fastest, only for trusted code.
     InProcess,
-    /// In a jailed worker process: for untrusted code.
+    /// In a jailed worker process: for code you do not trust (the default).
+    #[default]
     Process,
 }
 

@@ -55,11 +55,20 @@ pub enum Error {
         findings: Vec<Finding>,
     },
 
-    /// A profile name that is not `high`, `medium` or `low`.
-    #[error("unknown profile `{name}`; expected one of: high, medium, low")]
+    /// A profile name that is not `high`, `medium` or `trusted`.
+    #[error("unknown profile `{name}`; expected one of: high, medium, trusted")]
     UnknownProfile {
         /// The name that was given.
         name: String,
+    },
+
+    /// A profile name that was renamed.
+    #[error("the profile `{old}` is now called `{new}`; say `{new}` to declare that you trust this source")]
+    RenamedProfile {
+        /// The old name.
+        old: &'static str,
+        /// The name to use.
+        new: &'static str,
     },
 
     /// An audit log's hash chain does not verify.

@@ -8,7 +8,7 @@
 //!   proc macros and dependencies off the allow-list, each with file, line and
 //!   column.
 //! - **Profiles** — [`Profile::High`] (untrusted), [`Profile::Medium`],
-//!   [`Profile::Low`] (trusted) map to [`Permissions`]: the capabilities
+//!   [`Profile::Trusted`] (the only one built and run outside a jail) map to [`Permissions`]: the capabilities
 //!   allowed, network and file system access, and whether the build may run
 //!   outside a jail. [`Policy::check`] refuses source with [`Error::Denied`].
 //! - **Audit log** — [`AuditLog`], a tamper-evident append-only JSON-lines
@@ -36,7 +36,7 @@
 //!     panic!("std::process must be refused under high")
 //! };
 //! assert_eq!(findings[0].to_string(), "src/lib.rs:2:5: `std::process` (process creation)");
-//! assert!(policy.check(dir.path(), Profile::Low).is_ok());
+//! assert!(policy.check(dir.path(), Profile::Trusted).is_ok());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -116,7 +116,7 @@ pub use scan::SourcePolicy;
 /// assert!(err.to_string().contains(
 ///     "build.rs:1:1: `build.rs` (a build script) is not allowed under profile high"
 /// ));
-/// assert!(policy.check(dir.path(), Profile::Low).is_ok());
+/// assert!(policy.check(dir.path(), Profile::Trusted).is_ok());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Policy: Send + Sync + Debug {

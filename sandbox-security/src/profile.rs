@@ -39,20 +39,23 @@ pub enum Profile {
     /// access only; compiled inside the jail.
     #[default]
     Medium,
-    /// Trusted: everything is allowed, including compiling outside a jail.
-    Low,
+    /// Trusted: the only profile whose source is built and run outside a
+    /// jail (its build scripts, proc macros and plugin code run with the
+    /// host's rights), and the only one in-process isolation accepts. Trust
+    /// is declared, never inferred: choose it only for your own code.
+    Trusted,
 }
 
 impl Profile {
     /// Every profile, strictest first.
-    pub const ALL: [Profile; 3] = [Profile::High, Profile::Medium, Profile::Low];
+    pub const ALL: [Profile; 3] = [Profile::High, Profile::Medium, Profile::Trusted];
 
-    /// The lowercase name: `high`, `medium` or `low`.
+    /// The lowercase name: `high`, `medium` or `trusted`.
     pub fn name(self) -> &'static str {
         match self {
             Profile::High => "high",
             Profile::Medium => "medium",
-            Profile::Low => "low",
+            Profile::Trusted => "trusted",
         }
     }
 
@@ -77,7 +80,7 @@ impl Profile {
                 filesystem: FsAccess::Sandbox,
                 trusts_build: false,
             },
-            Profile::Low => Permissions {
+            Profile::Trusted => Permissions {
                 allowed: CapabilityKind::ALL.into(),
                 allowed_dependencies,
                 network: true,
@@ -117,8 +120,15 @@ impl fmt::Display for Profile {
 impl FromStr for Profile {
     type Err = Error;
 
-    /// Parses `high`, `medium` or `low` (any case).
+    /// Parses `high`, `medium` or `trusted` (any case). The old name `low`
+    /// is refused with a hint: trust must be spelled out.
     fn from_str(s: &str) -> Result<Self> {
+        if s.trim().eq_ignore_ascii_case("low") {
+            return Err(Error::RenamedProfile {
+                old: "low",
+                new: "trusted",
+            });
+        }
         Profile::ALL
             .into_iter()
             .find(|p| p.name().eq_ignore_ascii_case(s.trim()))

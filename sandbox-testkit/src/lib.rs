@@ -130,7 +130,7 @@ pub struct TestSandbox {
 impl TestSandbox {
     /// A sandbox running a copy of example `name` (see [`example_dir`]).
     pub async fn example(name: &str) -> Result<Self> {
-        Self::from_dir(&example_dir(name), SandboxSpec::new("")).await
+        Self::from_dir(&example_dir(name), SandboxSpec::trusted("")).await
     }
 
     /// A sandbox running a copy of `dir`, with `spec`'s settings (its
@@ -147,7 +147,7 @@ impl TestSandbox {
         let scratch = scratch()?;
         let source = scratch.path().join("src");
         fixtures::write_plugin(&source, name, lib_rs)?;
-        Self::start(scratch, source, SandboxSpec::new("")).await
+        Self::start(scratch, source, SandboxSpec::trusted("")).await
     }
 
     async fn start(

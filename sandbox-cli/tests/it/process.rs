@@ -135,7 +135,7 @@ fn a_module_that_keeps_crashing_leaves_the_sandbox_in_error() {
             "--isolation",
             "process",
             "--profile",
-            "low",
+            "trusted",
             "--max-restarts",
             "1",
         ],

@@ -13,7 +13,7 @@ fn manager(scratch: &Path) -> Manager {
 /// Creating fails with `kind` and leaves nothing behind.
 async fn refused(scratch: &Path, source: &Path, kind: &str) -> Error {
     let m = manager(scratch);
-    let err = m.create("bad", SandboxSpec::new(source)).await.unwrap_err();
+    let err = m.create("bad", SandboxSpec::trusted(source)).await.unwrap_err();
     assert_eq!(err.kind(), kind, "{err}");
     assert!(m.list().is_empty(), "a failed create left a sandbox behind");
     assert!(m.info("bad").is_err());
@@ -22,7 +22,7 @@ async fn refused(scratch: &Path, source: &Path, kind: &str) -> Error {
         "a failed create left its scratch folder"
     );
     // The id is free again: a second attempt fails the same way, not as a duplicate.
-    let again = m.create("bad", SandboxSpec::new(source)).await.unwrap_err();
+    let again = m.create("bad", SandboxSpec::trusted(source)).await.unwrap_err();
     assert_eq!(again.kind(), kind, "{again}");
     err
 }
@@ -75,7 +75,7 @@ async fn a_cdylib_that_is_not_a_plugin() {
     fixtures::copy_crate(&sandbox_testkit::fixture_dir("not-a-plugin"), &src).unwrap();
     let m = manager(dir.path());
     // `#[no_mangle]` is refused by the default profile: allow it to reach the loader check.
-    let spec = SandboxSpec::new(&src).profile(sandbox_core::security::Profile::Low);
+    let spec = SandboxSpec::trusted(&src);
     let err = m.create("bad", spec).await.unwrap_err();
     assert_eq!(err.kind(), "compile", "{err}");
     assert!(err.to_string().contains("not a sandbox plugin"), "{err}");
@@ -89,7 +89,7 @@ async fn a_plugin_built_against_an_incompatible_api() {
     fixtures::copy_crate(&sandbox_testkit::fixture_dir("incompatible-api"), &src).unwrap();
     let m = manager(dir.path());
     // The fixture depends on abi_stable directly: allow it past the source policy.
-    let spec = SandboxSpec::new(&src).profile(sandbox_core::security::Profile::Low);
+    let spec = SandboxSpec::trusted(&src);
     let err = m.create("bad", spec).await.unwrap_err();
     assert_eq!(err.kind(), "compile", "{err}");
     assert!(err.to_string().contains("incompatible plugin API"), "{err}");
@@ -127,7 +127,7 @@ async fn a_duplicate_id_unknown_ids_and_unknown_modules() {
     let sb = TestSandbox::example("counter").await.unwrap();
     let err = sb
         .manager
-        .create(sb.id.clone(), SandboxSpec::new(sb.source()))
+        .create(sb.id.clone(), SandboxSpec::trusted(sb.source()))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::DuplicateSandbox { .. }), "{err}");
@@ -154,7 +154,7 @@ async fn a_duplicate_id_unknown_ids_and_unknown_modules() {
 
     let err = sb
         .manager
-        .create("bad id!", SandboxSpec::new(sb.source()))
+        .create("bad id!", SandboxSpec::trusted(sb.source()))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidId { .. }), "{err}");

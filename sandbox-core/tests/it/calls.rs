@@ -89,7 +89,7 @@ async fn a_call_past_the_timeout_is_abandoned_with_an_error() {
         call_timeout: Some(Duration::from_millis(200)),
         ..Default::default()
     };
-    let sb = TestSandbox::from_dir(&src, SandboxSpec::new("").limits(limits))
+    let sb = TestSandbox::from_dir(&src, SandboxSpec::trusted("").limits(limits))
         .await
         .unwrap();
     let err = sb

@@ -56,7 +56,7 @@ async fn schema_1_counter() -> TestSandbox {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("v1");
     fixtures::write_plugin(&src, "counter", fixtures::COUNTER_SCHEMA_1).unwrap();
-    TestSandbox::from_dir(&src, SandboxSpec::new(""))
+    TestSandbox::from_dir(&src, SandboxSpec::trusted(""))
         .await
         .unwrap()
 }
@@ -127,7 +127,7 @@ async fn two_modules() -> TestSandbox {
         ],
     )
     .unwrap();
-    let sb = TestSandbox::from_dir(&src, SandboxSpec::new(""))
+    let sb = TestSandbox::from_dir(&src, SandboxSpec::trusted(""))
         .await
         .unwrap();
     sb.call("a", json!({"op": "add", "n": 10})).await.unwrap();
@@ -269,7 +269,7 @@ async fn an_identical_rebuild_makes_no_new_version() {
         std::fs::read_to_string(sandbox_testkit::example_dir("counter").join("src/lib.rs"))
             .unwrap();
     fixtures::write_plugin(&src, "idem-counter", &counter).unwrap();
-    let mut sb = TestSandbox::from_dir(&src, SandboxSpec::new(""))
+    let mut sb = TestSandbox::from_dir(&src, SandboxSpec::trusted(""))
         .await
         .unwrap();
     // Unchanged tree: answered from the cache, nothing swapped.
@@ -346,7 +346,7 @@ async fn the_history_bound_holds_and_rollback_reaches_any_retained_version() {
         ..test_config(scratch.path())
     })
     .unwrap();
-    manager.create("h", SandboxSpec::new(&src)).await.unwrap();
+    manager.create("h", SandboxSpec::trusted(&src)).await.unwrap();
     manager
         .call_json("h", "counter", &json!({"add": 3}))
         .await

@@ -185,7 +185,7 @@ async fn a_sandbox_recreated_under_the_same_id_runs_its_new_code() {
     )
     .unwrap();
     sb.manager
-        .create(id.clone(), sandbox_core::SandboxSpec::new(sb.source()))
+        .create(id.clone(), sandbox_core::SandboxSpec::trusted(sb.source()))
         .await
         .unwrap();
     assert_eq!(
@@ -203,7 +203,7 @@ async fn dropping_the_manager_leaves_no_scratch_folder() {
     let work_dir = config.work_dir.clone();
     let manager = sandbox_core::Manager::new(config).unwrap();
     manager
-        .create("a", sandbox_core::SandboxSpec::new(&src))
+        .create("a", sandbox_core::SandboxSpec::trusted(&src))
         .await
         .unwrap();
     assert!(work_dir.exists());

@@ -34,7 +34,7 @@ fn high_refuses_process_creation_naming_file_and_line() -> anyhow::Result<()> {
 fn low_allows_it_and_medium_allows_only_files_and_env() -> anyhow::Result<()> {
     let dir = tree(&[("src/lib.rs", SPAWNS)])?;
     let policy = SourcePolicy::new();
-    let report = policy.check(dir.path(), Profile::Low)?;
+    let report = policy.check(dir.path(), Profile::Trusted)?;
     assert_eq!(
         report.findings.len(),
         1,
@@ -69,14 +69,14 @@ fn the_counter_example_passes_every_profile() -> anyhow::Result<()> {
 fn profiles_parse_and_map_to_permissions() -> anyhow::Result<()> {
     assert_eq!("high".parse::<Profile>()?, Profile::High);
     assert_eq!(" Medium ".parse::<Profile>()?, Profile::Medium);
-    assert_eq!("LOW".parse::<Profile>()?, Profile::Low);
+    assert_eq!("LOW".parse::<Profile>()?, Profile::Trusted);
     let err = "extreme"
         .parse::<Profile>()
         .map(|_| ())
         .expect_err("unknown");
     assert_eq!(
         err.to_string(),
-        "unknown profile `extreme`; expected one of: high, medium, low"
+        "unknown profile `extreme`; expected one of: high, medium, trusted"
     );
     assert_eq!(Profile::default(), Profile::Medium);
     assert_eq!(serde_json::to_string(&Profile::High)?, "\"high\"");
@@ -93,7 +93,7 @@ fn profiles_parse_and_map_to_permissions() -> anyhow::Result<()> {
     assert!(medium.permits(&Capability::FileSystem) && medium.permits(&Capability::Environment));
     assert!(!medium.permits(&Capability::Network) && !medium.permits(&Capability::BuildScript));
 
-    let low = Profile::Low.permissions();
+    let low = Profile::Trusted.permissions();
     assert!(CapabilityKind::ALL.iter().all(|k| low.allowed.contains(k)));
     assert!(low.permits(&Capability::Dependency("libc".into())));
     assert!(low.network && low.trusts_build);
