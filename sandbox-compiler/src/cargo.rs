@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sandbox_isolate::spawn::{ChildLimits, ChildSpec};
 use sha2::{Digest, Sha256};
 
+use crate::admission;
 use crate::cache::{Cache, Hit, NewArtifact};
 use crate::child::{self, RunError};
 use crate::hash::{self, read_manifest};
@@ -61,6 +62,23 @@ pub struct CargoCompiler {
     cache_dir: PathBuf,
     cache: Cache,
     toolchain: OnceLock<Toolchain>,
+    /// Canonical folders outside the source trees that an untrusted tree
+    /// may depend on by path (read-only in its jail).
+    shared_crates: Vec<PathBuf>,
+    /// An empty folder `cargo fetch` runs in: cargo reads configuration
+    /// (`.cargo/config.toml`) and rustup reads toolchain overrides from the
+    /// working directory and its parents, so running in the tree would obey
+    /// the tree's.
+    neutral_dir: PathBuf,
+}
+
+/// A cargo target directory and the host-only folder beside it that holds
+/// its lock and bookkeeping (a jailed build can write its target dir, so
+/// nothing the host relies on lives inside it).
+#[derive(Debug, Clone)]
+struct TargetDir {
+    dir: PathBuf,
+    state: PathBuf,
 }
 
 /// Configures a [`CargoCompiler`]; made by [`CargoCompiler::builder`].
@@ -70,6 +88,7 @@ pub struct CargoCompilerBuilder {
     cache_dir: Option<PathBuf>,
     cargo: Option<PathBuf>,
     rustc: Option<PathBuf>,
+    shared_crates: Vec<PathBuf>,
 }
 
 impl CargoCompilerBuilder {
@@ -100,6 +119,19 @@ impl CargoCompilerBuilder {
         self
     }
 
+    /// A crate outside the source trees that untrusted trees may depend on
+    /// by `path` — typically the plugin API crate. Admission lets such a
+    /// dependency through (any other path outside a tree is refused), the
+    /// build jail may read it, and its dependencies are built once into a
+    /// *seed* target directory that every untrusted tree's own target
+    /// directory starts from (a copy: no tree can write what another tree
+    /// links), so `abi_stable` and friends do not compile again per tree.
+    /// A folder that does not exist is ignored. May be called repeatedly.
+    pub fn shared_crate(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.shared_crates.push(dir.into());
+        self
+    }
+
     /// Creates the directories and the compiler.
     pub fn build(self) -> Result<CargoCompiler> {
         let target_dir = self.target_dir.ok_or_else(|| Error::Config {
@@ -116,8 +148,16 @@ impl CargoCompilerBuilder {
         for dir in [&target_dir, &state_dir, &cache_dir] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
+        let neutral_dir = state_dir.join("neutral");
+        std::fs::create_dir_all(&neutral_dir).map_err(|e| Error::io(&neutral_dir, e))?;
         let cache = Cache::new(cache_dir.clone());
         cache.sweep_stale_temps();
+        let shared_crates = self
+            .shared_crates
+            .iter()
+            .filter_map(|dir| std::fs::canonicalize(dir).ok())
+            .filter(|dir| dir.join("Cargo.toml").is_file())
+            .collect();
         Ok(CargoCompiler {
             cargo: self.cargo.unwrap_or_else(|| PathBuf::from("cargo")),
             rustc: self.rustc.unwrap_or_else(|| PathBuf::from("rustc")),
@@ -126,6 +166,8 @@ impl CargoCompilerBuilder {
             cache_dir,
             cache,
             toolchain: OnceLock::new(),
+            shared_crates,
+            neutral_dir,
         })
     }
 }
@@ -180,8 +222,9 @@ impl CargoCompiler {
     ) -> String {
         let mut hasher = Sha256::new();
         for part in [
-            "sandbox-compiler key v1",
+            "sandbox-compiler key v2",
             source_hash,
+            if request.jailed { "jailed" } else { "trusted" },
             request.profile.as_str(),
             request.debug_info.cargo_value().unwrap_or("profile"),
             &toolchain.verbose_version,
@@ -207,6 +250,7 @@ impl CargoCompiler {
         &self,
         request: &BuildRequest,
         source: &Path,
+        target: &TargetDir,
         lock: &TargetLock,
         deadline: Instant,
         jail: Option<&JailConfig>,
@@ -214,15 +258,20 @@ impl CargoCompiler {
         let mut owners = lock.owners();
         let mut cleaned = BTreeSet::new();
         loop {
-            let messages = self.cargo_build(request, source, deadline, jail)?;
+            let messages = self.cargo_build(request, source, target, deadline, jail)?;
             // A file cargo found fresh is only ours if we were the last to
             // produce it: packages of other trees with the same name and
             // relative path share fingerprints and (unhashed) file names.
+            // A tree's own target dir holds only its packages and the
+            // seed's (the shared crates, at the same paths): nothing to
+            // clean. The shared dir is where trees meet.
+            let shared = target.dir == self.target_dir;
             let stale: BTreeSet<String> = messages
                 .artifacts
                 .iter()
                 .filter(|a| {
-                    a.fresh
+                    shared
+                        && a.fresh
                         && a.files
                             .iter()
                             .any(|f| owners.get(f) != Some(a.manifest_path.as_path()))
@@ -245,7 +294,7 @@ impl CargoCompiler {
             }
             for package in stale {
                 tracing::debug!(%package, "outputs were last built from another tree; cleaning them");
-                self.cargo_clean(request, source, &package, deadline, jail)?;
+                self.cargo_clean(request, source, target, &package, deadline, jail)?;
                 cleaned.insert(package);
             }
         }
@@ -255,6 +304,7 @@ impl CargoCompiler {
         &self,
         request: &BuildRequest,
         source: &Path,
+        target: &TargetDir,
         subcommand: &str,
         jail: Option<&JailConfig>,
     ) -> ChildSpec {
@@ -263,7 +313,7 @@ impl CargoCompiler {
             .arg("--manifest-path")
             .arg(source.join("Cargo.toml"))
             .arg("--target-dir")
-            .arg(&self.target_dir)
+            .arg(&target.dir)
             .current_dir(source)
             .env("CARGO_TERM_COLOR", "never")
             .limits(Self::limits(request));
@@ -271,7 +321,7 @@ impl CargoCompiler {
             spec = spec.arg("--offline");
         }
         if let Some(jail) = jail {
-            let tmp = self.target_dir.join("tmp");
+            let tmp = target.dir.join("tmp");
             // Best effort: cargo reports a temp dir it cannot use.
             let _ = std::fs::create_dir_all(&tmp);
             spec = spec.jail(jail.clone()).env("TMPDIR", tmp);
@@ -293,11 +343,12 @@ impl CargoCompiler {
         &self,
         request: &BuildRequest,
         source: &Path,
+        target: &TargetDir,
         deadline: Instant,
         jail: Option<&JailConfig>,
     ) -> Result<BuildMessages> {
         let mut spec = self
-            .cargo_command(request, source, "build", jail)
+            .cargo_command(request, source, target, "build", jail)
             .args(["--lib", "--message-format=json"]);
         if read_manifest(&source.join("Cargo.toml")).is_some_and(|m| m.contains_key("workspace")) {
             spec = spec.arg("--workspace");
@@ -326,12 +377,15 @@ impl CargoCompiler {
     }
 
     /// `cargo fetch`: downloads what the lockfile names (network unless the
-    /// request is offline), running none of the source's code.
+    /// request is offline), running none of the source's code. Cargo runs
+    /// in an empty folder of ours, so neither it nor rustup reads the
+    /// tree's configuration or toolchain override (admission refuses those
+    /// anyway): it reads only the manifests and the lockfile.
     fn cargo_fetch(&self, request: &BuildRequest, source: &Path, deadline: Instant) -> Result<()> {
         let mut spec = ChildSpec::new(&self.cargo)
             .args(["fetch", "--manifest-path"])
             .arg(source.join("Cargo.toml"))
-            .current_dir(source)
+            .current_dir(&self.neutral_dir)
             .env("CARGO_TERM_COLOR", "never")
             .limits(Self::limits(request));
         if request.offline {
@@ -353,7 +407,7 @@ impl CargoCompiler {
     /// libraries and the toolchain read-only, the source trees read-only,
     /// writes only to the target dir (temp files included: `TMPDIR` points
     /// inside it). Host secrets such as `/etc/shadow` stay unreadable.
-    fn build_jail(&self, source: &Path, roots: &[PathBuf]) -> JailConfig {
+    fn build_jail(&self, source: &Path, roots: &[PathBuf], target: &TargetDir) -> JailConfig {
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/root"));
@@ -378,26 +432,172 @@ impl CargoCompiler {
             source.to_owned(),
         ];
         read_only.extend(roots.iter().cloned());
+        read_only.extend(self.shared_crates.iter().cloned());
+        // A shared crate may inherit fields from its workspace's manifest.
+        read_only.extend(
+            self.shared_crates
+                .iter()
+                .flat_map(|dir| dir.ancestors().skip(1))
+                .map(|dir| dir.join("Cargo.toml")),
+        );
         // Cargo reads `.cargo/config.toml` of every folder above the source.
         read_only.extend(source.ancestors().map(|dir| dir.join(".cargo")));
         read_only.retain(|p| p.exists());
-        let read_write = vec![self.target_dir.clone()];
+        // Only this tree's own target dir: never the shared one, the seed,
+        // another tree's or the artifact cache.
+        let read_write = vec![target.dir.clone()];
         JailConfig::build(FsRules {
             read_only,
             read_write,
         })
     }
 
+    /// The target directory of untrusted tree `source`: its own, under
+    /// `<target>/sandbox-compiler/trees/<hash of its path>/`, which only its
+    /// jailed builds write. Same-tree builds share it (the same code).
+    fn tree_target(&self, source: &Path) -> Result<TargetDir> {
+        let key = hex::encode(Sha256::digest(source.as_os_str().as_encoded_bytes()));
+        let root = self.state_dir.join("trees").join(&key[..24]);
+        let dirs = TargetDir {
+            dir: root.join("target"),
+            state: root.join("state"),
+        };
+        for dir in [&dirs.dir, &dirs.state] {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(dirs)
+    }
+
+    /// Fills a tree's new target directory with a copy of the seed: the
+    /// shared crates' dependencies, built once (see
+    /// [`CargoCompilerBuilder::shared_crate`]). A copy, not links: a build
+    /// script may write anything in its target directory, and must not
+    /// reach what other trees link. Does nothing for a directory that was
+    /// seeded before or when no shared crate is configured.
+    fn start_from_seed(
+        &self,
+        request: &BuildRequest,
+        target: &TargetDir,
+        deadline: Instant,
+    ) -> Result<()> {
+        let stamp = target.state.join("seeded");
+        if stamp.exists() || self.shared_crates.is_empty() {
+            return Ok(());
+        }
+        match self.seed(request, deadline) {
+            Ok(seed) => {
+                copy_tree(&seed, &target.dir)?;
+                tracing::debug!(seed = %seed.display(), "target directory seeded");
+            }
+            // A seed is an optimization: without one the tree builds its
+            // dependencies itself.
+            Err(e) => tracing::warn!(error = %e, "could not build the dependency seed"),
+        }
+        std::fs::write(&stamp, b"").map_err(|e| Error::io(&stamp, e))
+    }
+
+    /// Builds (or finds fresh) the seed target directory of this request's
+    /// profile and returns it.
+    fn seed(&self, request: &BuildRequest, deadline: Instant) -> Result<PathBuf> {
+        let debug = request.debug_info.cargo_value().unwrap_or("profile");
+        let root = self
+            .state_dir
+            .join("seed")
+            .join(format!("{}-{debug}", request.profile.as_str()));
+        let package = root.join("package");
+        let target = TargetDir {
+            dir: root.join("target"),
+            state: root.join("state"),
+        };
+        for dir in [&package, &target.dir, &target.state] {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let _lock = TargetLock::acquire(&target.state)?;
+        let mut manifest = String::from(
+            "# Generated by sandbox-compiler: the dependencies every untrusted tree\n\
+             # shares, built once and copied into each tree's own target directory.\n\
+             [package]\nname = \"sandbox-seed\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+             publish = false\n\n[lib]\npath = \"lib.rs\"\n\n[dependencies]\n",
+        );
+        for (i, dir) in self.shared_crates.iter().enumerate() {
+            let name = read_manifest(&dir.join("Cargo.toml"))
+                .and_then(|m| m.get("package")?.get("name")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("shared{i}"));
+            manifest.push_str(&format!(
+                "{name} = {{ path = {} }}\n",
+                toml::Value::String(dir.display().to_string())
+            ));
+        }
+        manifest.push_str("\n[workspace]\n");
+        let write = |name: &str, text: &str| {
+            let path = package.join(name);
+            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+        };
+        write("Cargo.toml", &manifest)?;
+        write("lib.rs", "")?;
+        // The shared crate's own lockfile, if it lives in a workspace that
+        // has one, so the seed resolves to the versions its users got.
+        let lockfile = package.join("Cargo.lock");
+        if !lockfile.exists() {
+            if let Some(found) = self
+                .shared_crates
+                .iter()
+                .flat_map(|dir| dir.ancestors())
+                .map(|dir| dir.join("Cargo.lock"))
+                .find(|path| path.is_file())
+            {
+                std::fs::copy(&found, &lockfile).map_err(|e| Error::io(&lockfile, e))?;
+            }
+        }
+        self.cargo_fetch(request, &package, deadline)?;
+        let jail = self.build_jail(&package, &[], &target);
+        let spec = self
+            .cargo_command(request, &package, &target, "build", Some(&jail))
+            .arg("--lib");
+        let finished = child::run(&spec, deadline, |stdout| child::read_tail(stdout, 4096))
+            .map_err(|e| child::build_error(e, request.timeout))?;
+        if !finished.status.success() {
+            return Err(Error::Cargo {
+                status: finished.status.to_string(),
+                stderr: useful_tail(&finished.stderr),
+            });
+        }
+        Ok(target.dir)
+    }
+
+    /// Runs `cargo fetch` unless the tree's manifests and lockfiles are the
+    /// ones last fetched for (fetching costs most of a second even when
+    /// everything is downloaded already).
+    fn fetch_if_changed(
+        &self,
+        request: &BuildRequest,
+        source: &Path,
+        roots: &[PathBuf],
+        target: &TargetDir,
+        deadline: Instant,
+    ) -> Result<()> {
+        let stamp = target.state.join("fetched");
+        let digest = admission::manifests_digest(source, roots)?;
+        if std::fs::read_to_string(&stamp).is_ok_and(|last| last == digest) {
+            return Ok(());
+        }
+        self.cargo_fetch(request, source, deadline)?;
+        // Fetching may have written the lockfile.
+        let digest = admission::manifests_digest(source, roots)?;
+        std::fs::write(&stamp, digest).map_err(|e| Error::io(&stamp, e))
+    }
+
     fn cargo_clean(
         &self,
         request: &BuildRequest,
         source: &Path,
+        target: &TargetDir,
         package: &str,
         deadline: Instant,
         jail: Option<&JailConfig>,
     ) -> Result<()> {
         let spec = self
-            .cargo_command(request, source, "clean", jail)
+            .cargo_command(request, source, target, "clean", jail)
             .args(["--package", package]);
         let finished = child::run(&spec, deadline, |stdout| child::read_tail(stdout, 4096))
             .map_err(|e| child::build_error(e, request.timeout))?;
@@ -456,6 +656,9 @@ impl Compiler for CargoCompiler {
     fn build(&self, request: &BuildRequest) -> Result<BuildOutput> {
         let started = Instant::now();
         let source = check_source(&request.source)?;
+        if request.jailed {
+            admission::admit(&source, &self.shared_crates)?;
+        }
         let toolchain = self.toolchain()?;
         let before = hash::digest(&source)?;
         let source_hash = before.hex();
@@ -466,24 +669,35 @@ impl Compiler for CargoCompiler {
             return Ok(Self::hit(hit, started));
         }
 
-        let lock = TargetLock::acquire(&self.state_dir)?;
+        let target = if request.jailed {
+            self.tree_target(&source)?
+        } else {
+            TargetDir {
+                dir: self.target_dir.clone(),
+                state: self.state_dir.clone(),
+            }
+        };
+        let lock = TargetLock::acquire(&target.state)?;
         // Someone may have built the same tree while we waited.
         if let Some(hit) = self.cache.lookup(&key, &source) {
             tracing::debug!("cache hit after waiting for the target directory");
             return Ok(Self::hit(hit, started));
         }
         let deadline = Instant::now() + request.timeout;
-        tracing::info!("building with cargo");
+        tracing::info!(jailed = request.jailed, "building with cargo");
         let jail = if request.jailed {
             // Dependencies are fetched by cargo itself, outside the jail (no
-            // code of the source runs); the build then runs offline inside it.
-            self.cargo_fetch(request, &source, deadline)?;
-            Some(self.build_jail(&source, before.roots()))
+            // code of the source runs, no configuration of it is read); the
+            // build then runs offline inside it, into the tree's own target
+            // directory.
+            self.start_from_seed(request, &target, deadline)?;
+            self.fetch_if_changed(request, &source, before.roots(), &target, deadline)?;
+            Some(self.build_jail(&source, before.roots(), &target))
         } else {
             None
         };
         let (cdylibs, diagnostics) =
-            self.build_locked(request, &source, &lock, deadline, jail.as_ref())?;
+            self.build_locked(request, &source, &target, &lock, deadline, jail.as_ref())?;
         if cdylibs.is_empty() {
             return Err(Error::NoPluginModules {
                 path: request.source.clone(),
@@ -654,6 +868,40 @@ fn useful_tail(stderr: &str) -> String {
         cut += 1;
     }
     format!("...{}", &text[cut..])
+}
+
+/// Copies the folder `from` into `to` (which may exist), keeping file
+/// modes and modification times — cargo judges freshness by them.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(from).to_owned();
+            Error::io(&path, e.into())
+        })?;
+        let Ok(relative) = entry.path().strip_prefix(from) else {
+            continue;
+        };
+        let dest = to.join(relative);
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &dest).map_err(|e| Error::io(&dest, e))?;
+            let modified = entry
+                .metadata()
+                .map_err(|e| Error::io(entry.path(), e.into()))?
+                .modified()
+                .map_err(|e| Error::io(entry.path(), e))?;
+            let file = std::fs::File::options()
+                .write(true)
+                .open(&dest)
+                .map_err(|e| Error::io(&dest, e))?;
+            file.set_modified(modified)
+                .map_err(|e| Error::io(&dest, e))?;
+        }
+        // Symlinks (none in a cargo target dir) are skipped.
+    }
+    Ok(())
 }
 
 #[cfg(test)]

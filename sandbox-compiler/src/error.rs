@@ -113,6 +113,36 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Untrusted source carries something that would run or read code
+    /// outside the tree (cargo configuration, a toolchain override, a patch
+    /// or path dependency outside the tree); refused before anything ran.
+    #[error(
+        "untrusted source refused before anything of it ran: `{}`: {reason}; if this source is \
+         yours, declare it trusted (profile `trusted`) to build it as it is",
+        path.display()
+    )]
+    Refused {
+        /// The file or folder refused.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
+
+    /// An artifact's bytes are not the ones the compiler recorded.
+    #[error(
+        "artifact `{}` was modified after it was built (sha256 {found}, recorded {expected}); \
+         it is not loaded: rebuild the sandbox, and find out what wrote to the build cache",
+        path.display()
+    )]
+    Tampered {
+        /// The artifact.
+        path: PathBuf,
+        /// The recorded sha256.
+        expected: String,
+        /// The sha256 of the file now.
+        found: String,
+    },
+
     /// The compiler was configured wrongly.
     #[error("invalid compiler configuration: {reason}")]
     Config {

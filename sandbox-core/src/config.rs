@@ -51,6 +51,12 @@ pub struct Config {
     /// Process isolation: swaps after which the worker is replaced (state
     /// carried) to give back the memory of old versions; 0 never. Default 50.
     pub recycle_after_swaps: u32,
+    /// Crates outside the sandboxes' trees that untrusted source may depend
+    /// on by `path` (any other path outside a tree is refused before a
+    /// build); their dependencies are prebuilt once and copied into each
+    /// untrusted tree's own target dir. Default: the plugin API crate this
+    /// host was built with, when that folder exists.
+    pub shared_crates: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -78,6 +84,7 @@ impl Default for Config {
             restart_window: Duration::from_secs(60),
             restart_backoff: Duration::from_millis(50),
             checkpoint_interval: Some(Duration::from_secs(2)),
+            shared_crates: default_shared_crates(),
             recycle_after_swaps: 50,
         }
     }
@@ -93,6 +100,20 @@ impl Config {
             ..Self::default()
         }
     }
+}
+
+/// The plugin API crate of this checkout, if it is there (a host run from
+/// its build tree, the tests, the examples).
+fn default_shared_crates() -> Vec<PathBuf> {
+    let api = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/sandbox-plugin"
+    ));
+    api.canonicalize()
+        .ok()
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .into_iter()
+        .collect()
 }
 
 fn cache_home() -> PathBuf {

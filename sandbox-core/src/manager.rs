@@ -128,13 +128,15 @@ impl ManagerBuilder {
         let config = self.config;
         let compiler = match self.compiler {
             Some(c) => c,
-            None => Arc::new(
-                sandbox_compiler::CargoCompiler::builder()
+            None => {
+                let mut builder = sandbox_compiler::CargoCompiler::builder()
                     .target_dir(&config.target_dir)
-                    .cache_dir(&config.cache_dir)
-                    .build()
-                    .map_err(Error::Compile)?,
-            ),
+                    .cache_dir(&config.cache_dir);
+                for dir in &config.shared_crates {
+                    builder = builder.shared_crate(dir);
+                }
+                Arc::new(builder.build().map_err(Error::Compile)?)
+            }
         };
         let results = ResultCache::new(config.result_cache_capacity, config.result_cache_ttl);
         Ok(Manager {
@@ -331,20 +333,19 @@ impl Manager {
         }
     }
 
-    /// How `spec`'s source is built. Source whose code will run in a jail
-    /// (process isolation) or that the profile does not trust (`high`) is
-    /// also built in one, unless the profile trusts builds (`low`).
+    /// How `spec`'s source is built: in the jail, into a target dir of its
+    /// own, unless its profile is `trusted` — the one rule, so no code of
+    /// untrusted source (build scripts, proc macros, cargo configuration)
+    /// ever runs outside a jail, whatever isolation its modules run in.
     fn build_request(&self, spec: &SandboxSpec) -> BuildRequest {
         let config = &self.inner.config;
-        let untrusted = spec.isolation == IsolationKind::Process
-            || spec.profile == sandbox_security::Profile::High;
         BuildRequest::new(&spec.source)
             .profile(config.build_profile)
             .offline(config.offline)
             .timeout(config.compile_timeout)
             .memory_limit(config.compile_memory)
             .debug_info(config.debug_info)
-            .jailed(untrusted && !spec.profile.permissions().trusts_build)
+            .jailed(!spec.profile.permissions().trusts_build)
     }
 
     pub(crate) async fn compile(&self, id: &SandboxId, spec: &SandboxSpec) -> Result<BuildOutput> {
@@ -412,11 +413,7 @@ impl Manager {
     pub(crate) fn isolator(&self, kind: IsolationKind) -> Result<Arc<dyn Isolator>> {
         match kind {
             IsolationKind::InProcess => Ok(Arc::clone(&self.inner.in_process)),
-            IsolationKind::Process => self
-                .inner
-                .process
-                .clone()
-                .ok_or(Error::NoIsolator { kind }),
+            IsolationKind::Process => self.inner.process.clone().ok_or(Error::NoIsolator { kind }),
         }
     }
 

@@ -13,7 +13,10 @@ fn manager(scratch: &Path) -> Manager {
 /// Creating fails with `kind` and leaves nothing behind.
 async fn refused(scratch: &Path, source: &Path, kind: &str) -> Error {
     let m = manager(scratch);
-    let err = m.create("bad", SandboxSpec::trusted(source)).await.unwrap_err();
+    let err = m
+        .create("bad", SandboxSpec::trusted(source))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), kind, "{err}");
     assert!(m.list().is_empty(), "a failed create left a sandbox behind");
     assert!(m.info("bad").is_err());
@@ -22,7 +25,10 @@ async fn refused(scratch: &Path, source: &Path, kind: &str) -> Error {
         "a failed create left its scratch folder"
     );
     // The id is free again: a second attempt fails the same way, not as a duplicate.
-    let again = m.create("bad", SandboxSpec::trusted(source)).await.unwrap_err();
+    let again = m
+        .create("bad", SandboxSpec::trusted(source))
+        .await
+        .unwrap_err();
     assert_eq!(again.kind(), kind, "{again}");
     err
 }

@@ -346,7 +346,10 @@ async fn the_history_bound_holds_and_rollback_reaches_any_retained_version() {
         ..test_config(scratch.path())
     })
     .unwrap();
-    manager.create("h", SandboxSpec::trusted(&src)).await.unwrap();
+    manager
+        .create("h", SandboxSpec::trusted(&src))
+        .await
+        .unwrap();
     manager
         .call_json("h", "counter", &json!({"add": 3}))
         .await
