@@ -344,6 +344,33 @@ pub struct Artifact {
     pub source_hash: String,
 }
 
+impl Artifact {
+    /// Checks that the file still holds the bytes the compiler recorded
+    /// ([`Artifact::sha256`]): call it right before loading. Only the host
+    /// writes the cache (no build, jailed or not, can), so a mismatch means
+    /// something wrote there that should not have: [`Error::Tampered`].
+    pub fn verify(&self) -> Result<()> {
+        verify_file(&self.path, &self.sha256)
+    }
+}
+
+/// Checks that `path` holds bytes whose sha256 is `sha256` (lowercase hex):
+/// [`Error::Tampered`] when it does not.
+pub fn verify_file(path: &Path, sha256: &str) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let found = hex::encode(Sha256::digest(&bytes));
+    if found == sha256 {
+        Ok(())
+    } else {
+        Err(Error::Tampered {
+            path: path.to_owned(),
+            expected: sha256.to_owned(),
+            found,
+        })
+    }
+}
+
 /// One compiler message.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Diagnostic {

@@ -140,6 +140,10 @@ pub enum Error {
         /// The limit.
         after: Duration,
     },
+    /// Untrusted source was refused before anything of it ran, or an
+    /// artifact changed after it was built.
+    #[error(transparent)]
+    Untrusted(sandbox_compiler::Error),
     /// In-process isolation was asked for source that is not declared
     /// trusted: in-process code runs with the host's rights, unjailed.
     #[error("in-process isolation runs the module in the host process, so it needs source you trust, and the profile is `{profile}`; either declare the source trusted (profile `trusted`, `--profile trusted`) or run it in a jailed worker (isolation `process`, `--isolation process`)")]
@@ -186,7 +190,9 @@ impl Error {
             | Self::Dependencies(_)
             | Self::DuplicateModule { .. }
             | Self::NoModules { .. } => ErrorClass::Compilation,
-            Self::Security(_) | Self::UntrustedInProcess { .. } => ErrorClass::Security,
+            Self::Security(_) | Self::UntrustedInProcess { .. } | Self::Untrusted(_) => {
+                ErrorClass::Security
+            }
             Self::Timeout { .. } => ErrorClass::Resource,
             Self::Isolate(e) => match e.root() {
                 I::Load { .. } | I::NotAPlugin { .. } | I::Incompatible { .. } => {
@@ -240,7 +246,9 @@ impl Error {
             Self::Compile(_) | Self::NoModules { .. } | Self::DuplicateModule { .. } => "compile",
             Self::Dependencies(_) => "dependency",
             Self::Version(_) => "version",
-            Self::Security(_) | Self::UntrustedInProcess { .. } => "security",
+            Self::Security(_) | Self::UntrustedInProcess { .. } | Self::Untrusted(_) => {
+                "security"
+            }
             Self::NotRunning { .. } => "not_running",
             Self::Timeout { .. } => "timeout",
             Self::Internal(_) => "system",
@@ -274,6 +282,8 @@ impl From<sandbox_compiler::Error> for Error {
         match e {
             sandbox_compiler::Error::SourceMissing { path } => Self::SourceMissing { path },
             sandbox_compiler::Error::NotCargoProject { path } => Self::NotCargoProject { path },
+            e @ (sandbox_compiler::Error::Refused { .. }
+            | sandbox_compiler::Error::Tampered { .. }) => Self::Untrusted(e),
             other => Self::Compile(other),
         }
     }

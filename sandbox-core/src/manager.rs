@@ -527,8 +527,12 @@ impl Manager {
         let mut pending = Vec::new();
         for artifact in build.artifacts {
             let rt = Arc::clone(&runtime);
-            let path = artifact.path.clone();
-            let meta = blocking(move || rt.load(&path, 1)).await??;
+            let checked = artifact.clone();
+            let meta = blocking(move || -> Result<ModuleMeta> {
+                checked.verify()?;
+                Ok(rt.load(&checked.path, 1)?)
+            })
+            .await??;
             if let Some(other) = pending.iter().find(|p: &&Pending| p.module == meta.name) {
                 return Err(Error::DuplicateModule {
                     module: meta.name,

@@ -328,12 +328,16 @@ impl Manager {
         pending: &[Pending],
     ) -> Result<ModuleMeta> {
         let rt = sb.runtime();
-        let path = artifact.path.clone();
-        match blocking(move || rt.load(&path, number)).await? {
+        let checked = artifact.clone();
+        let loaded = blocking(move || -> Result<ModuleMeta> {
+            checked.verify()?;
+            Ok(rt.load(&checked.path, number)?)
+        });
+        match loaded.await? {
             Ok(meta) => Ok(meta),
             Err(e) => {
                 self.forget_pending(sb, pending).await;
-                Err(e.into())
+                Err(e)
             }
         }
     }

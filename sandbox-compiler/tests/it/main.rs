@@ -12,4 +12,5 @@ mod errors;
 mod jail;
 mod success;
 mod timeout;
+mod trust;
 mod workspace;

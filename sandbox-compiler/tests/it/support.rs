@@ -28,11 +28,13 @@ pub fn shared_target_dir() -> PathBuf {
     base.join("compiler-tests-target")
 }
 
-/// A compiler on the shared target directory with a cache of its own.
+/// A compiler on the shared target directory with a cache of its own; the
+/// plugin API crate is the shared crate untrusted trees may depend on.
 pub fn compiler(cache: &Path) -> Result<CargoCompiler> {
     Ok(CargoCompiler::builder()
         .target_dir(shared_target_dir())
         .cache_dir(cache)
+        .shared_crate(plugin_api())
         .build()?)
 }
 
