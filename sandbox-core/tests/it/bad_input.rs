@@ -211,3 +211,44 @@ async fn source_that_breaks_the_security_profile_is_refused_before_it_builds() {
         assert_ne!(e.kind.name(), "compile_started");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_process_isolation_of_untrusted_source_is_refused_naming_both_ways_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter");
+    fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &src).unwrap();
+    let m = manager(dir.path());
+    let mut events = m.subscribe();
+    for profile in [
+        sandbox_core::security::Profile::High,
+        sandbox_core::security::Profile::Medium,
+    ] {
+        let spec = SandboxSpec::trusted(&src).profile(profile);
+        let err = m.create("untrusted", spec).await.unwrap_err();
+        assert!(matches!(err, Error::UntrustedInProcess { .. }), "{err}");
+        assert_eq!(err.kind(), "security");
+        let text = err.to_string();
+        assert!(
+            text.contains("profile `trusted`") && text.contains("isolation `process`"),
+            "{text}"
+        );
+    }
+    assert!(m.list().is_empty());
+    // Refused before anything ran: no build was started.
+    while let Ok(e) = events.try_recv() {
+        assert_ne!(e.kind.name(), "compile_started");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn process_isolation_without_a_worker_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter");
+    fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &src).unwrap();
+    let m = manager(dir.path());
+    let err = m.create("p", SandboxSpec::new(&src)).await.unwrap_err();
+    assert!(matches!(err, Error::NoIsolator { .. }), "{err}");
+    assert_eq!(err.kind(), "bad_request");
+    assert!(err.to_string().contains("SandboxSpec::trusted"), "{err}");
+    assert!(m.list().is_empty());
+}
