@@ -727,6 +727,7 @@ impl Manager {
             pid: runtime.pid,
             jail: runtime.jail,
             profile: sb.spec.profile,
+            build_jailed: self.build_request(&sb.spec).jailed,
             modules,
             created_at: sb.created_at,
             updated_at: state.updated_at,

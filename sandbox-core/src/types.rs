@@ -232,6 +232,11 @@ pub struct SandboxInfo {
     pub jail: Option<sandbox_isolate::jail::JailSupport>,
     /// Its security profile.
     pub profile: Profile,
+    /// Whether its source is built inside the jail (every profile but
+    /// `trusted`): its build scripts, proc macros and cargo configuration
+    /// ran with no network, no host secrets and writes only to its own
+    /// target dir.
+    pub build_jailed: bool,
     /// Its modules, sorted by name.
     pub modules: Vec<ModuleStatus>,
     /// Creation time (Unix milliseconds in JSON).

@@ -5,3 +5,4 @@ mod host;
 mod new_and_demo;
 mod process;
 mod run;
+mod trust;
