@@ -11,7 +11,8 @@ const QUICK: Duration = Duration::from_secs(60);
 #[test]
 fn calls_keep_state_info_and_bad_input_keep_the_host_going() {
     let (_tmp, src) = example("counter");
-    let mut h = Host::run(&src, &[]);
+    // Declared trusted: in-process, so the host's own pid serves the calls.
+    let mut h = Host::run(&src, &["--profile", "trusted"]);
     let r = h.call(5);
     assert_eq!(r["type"], "reply", "{r}");
     assert_eq!(r["output"]["value"], 5);
