@@ -68,11 +68,7 @@ fn benches(c: &mut Criterion) {
     let request = BuildRequest::new(&source).offline(true);
 
     let cache = tempfile::tempdir().expect("temp dir");
-    let compiler = CargoCompiler::builder()
-        .target_dir(target_dir())
-        .cache_dir(cache.path())
-        .build()
-        .expect("compiler");
+    let compiler = compiler_with_cache(cache.path());
     compiler
         .build(&request)
         .expect("the counter example builds");
@@ -108,6 +104,94 @@ fn benches(c: &mut Criterion) {
             total
         })
     });
+    group.finish();
+    trust(c);
+}
+
+/// A compiler on the bench target dir with the plugin API as shared crate.
+fn compiler_with_cache(cache: &Path) -> CargoCompiler {
+    CargoCompiler::builder()
+        .target_dir(target_dir())
+        .cache_dir(cache)
+        .shared_crate(repo_root().join("plugins/sandbox-plugin"))
+        .build()
+        .expect("compiler")
+}
+
+/// The own target dir the compiler gives untrusted tree `source`.
+fn tree_dir(source: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let canonical = source.canonicalize().expect("canonical source");
+    let key = hex::encode(sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
+    target_dir().join("sandbox-compiler/trees").join(&key[..24])
+}
+
+/// The cost of building untrusted source in the jail, beside the same build
+/// trusted: a new tree (create: admission, its own target dir seeded with
+/// the shared dependencies, fetch, build) and a one-line edit (reload).
+fn trust(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build trust");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(20));
+    for jailed in [false, true] {
+        let label = if jailed { "jailed" } else { "trusted" };
+        // Warm the seed and the shared dir once, outside the measurement.
+        {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let cache = tempfile::tempdir().expect("temp dir");
+            let source = counter(dir.path());
+            compiler_with_cache(cache.path())
+                .build(&BuildRequest::new(&source).offline(true).jailed(jailed))
+                .expect("warm-up build");
+            let _ = std::fs::remove_dir_all(tree_dir(&source));
+        }
+        group.bench_function(format!("create, new tree ({label})"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let cache = tempfile::tempdir().expect("temp dir");
+                    let source = counter(dir.path());
+                    let compiler = compiler_with_cache(cache.path());
+                    let request = BuildRequest::new(&source).offline(true).jailed(jailed);
+                    let started = Instant::now();
+                    let output = compiler.build(&request).expect("build");
+                    total += started.elapsed();
+                    assert!(!output.cached);
+                    let _ = std::fs::remove_dir_all(tree_dir(&source));
+                }
+                total
+            })
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = tempfile::tempdir().expect("temp dir");
+        let source = counter(dir.path());
+        let compiler = compiler_with_cache(cache.path());
+        let request = BuildRequest::new(&source).offline(true).jailed(jailed);
+        compiler.build(&request).expect("first build");
+        let lib = source.join("src/lib.rs");
+        let original = std::fs::read_to_string(&lib).expect("read lib.rs");
+        let mut edit = 0u64;
+        group.bench_function(format!("reload, one-line edit ({label})"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    edit += 1;
+                    std::fs::write(&lib, format!("{original}\n// edit {edit}\n"))
+                        .expect("edit lib.rs");
+                    let started = Instant::now();
+                    let output = compiler.build(&request).expect("incremental build");
+                    total += started.elapsed();
+                    assert!(!output.cached);
+                }
+                total
+            })
+        });
+        let _ = std::fs::remove_dir_all(tree_dir(&source));
+    }
     group.finish();
 }
 
