@@ -72,17 +72,13 @@ fn ci() -> anyhow::Result<()> {
 
 /// The acceptance checks of the `sandbox` command (`../shared/checks`) for
 /// the behaviours that have landed, when that folder is beside the checkout.
-///
-/// `watch-latency` is not run: each of its rounds restores `Cargo.toml` and
-/// bumps it again within ~40 µs, so the saved tree is byte-for-byte the one
-/// already running and a content-addressed reload rightly swaps nothing (see
-/// the closing note of the watch issue). `sandbox-core`'s autoreload bench
-/// measures save-to-swapped with distinct edits instead.
 const CHECKS: &[&str] = &[
     "foundation-run-counter",
     "hotswap-state",
     "hotswap-compile-error",
+    "watch-latency",
     "process-crash-recovery",
+    "build-trust",
 ];
 
 fn checks() -> anyhow::Result<()> {
