@@ -25,12 +25,17 @@ const TOOLCHAIN_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default [`Compiler`]: runs `cargo build` in a child process.
 ///
-/// - **Shared target directory**: every sandbox builds into one target
-///   directory, so dependencies (`abi_stable`, `serde`...) compile once.
-///   Builds into one target directory are serialized with a file lock, and
-///   outputs that another tree with a same-named package produced last are
-///   cleaned and rebuilt (cargo does not hash cdylib file names, and hashes
-///   workspace members by their relative path).
+/// - **Target directories**: trusted trees build into one shared target
+///   directory, so dependencies (`abi_stable`, `serde`...) compile once;
+///   builds into it are serialized with a file lock, and outputs that
+///   another tree with a same-named package produced last are cleaned and
+///   rebuilt (cargo does not hash cdylib file names, and hashes workspace
+///   members by their relative path). Untrusted trees
+///   ([`BuildRequest::jailed`]) each build into their own
+///   `<target>/sandbox-compiler/trees/<hash of the path>/target`, the only
+///   folder their jail may write, which starts as a copy of the *seed*:
+///   the shared crates' dependencies built once
+///   ([`CargoCompilerBuilder::shared_crate`]).
 /// - **Child process**: cargo starts through `sandbox_isolate::spawn`, so it
 ///   gets a scrubbed environment (no host `RUSTFLAGS`), `RLIMIT_AS` =
 ///   [`BuildRequest::memory_limit`] and its own process group, which

@@ -11,8 +11,10 @@
 //!   `cargo build --message-format=json` in a child process (started through
 //!   the workspace's one spawning chokepoint, so it gets a scrubbed
 //!   environment, an address-space limit and a process group that a timeout
-//!   kills whole), shares one target directory between sandboxes so
-//!   dependencies compile once, turns rustc's output into structured
+//!   kills whole), builds trusted trees into one shared target directory
+//!   and untrusted ones ([`BuildRequest::jailed`]) inside the jail into a
+//!   target directory of their own, seeded with the shared dependencies so
+//!   they compile once, turns rustc's output into structured
 //!   [`Diagnostic`]s, and keeps a content-hash cache so an unchanged tree never
 //!   starts cargo at all.
 //!
@@ -182,11 +184,19 @@ pub struct BuildRequest {
     /// Debug info of the build, overriding the profile's (and the
     /// manifest's) `debug` setting unless [`DebugInfo::Profile`].
     pub debug_info: DebugInfo,
-    /// Build source that is not trusted: dependencies are fetched first
-    /// (cargo's own code, outside any jail), then cargo builds offline
-    /// inside the process jail of `sandbox-isolate` — new namespaces, no
-    /// network, landlock allowing writes only to the target and temp dirs
-    /// — so build scripts and proc macros cannot escape either.
+    /// Build source that is not trusted. Before anything runs the tree is
+    /// *admitted*: cargo configuration (`.cargo/`), toolchain overrides
+    /// (`rust-toolchain*`), `[patch]`/`[replace]` entries and `path`
+    /// dependencies that reach outside the tree (other than the shared
+    /// crates, see [`CargoCompilerBuilder::shared_crate`]) are refused with
+    /// [`Error::Refused`]. Dependencies are then fetched by cargo itself,
+    /// outside any jail but from a neutral working directory, so only the
+    /// manifests and lockfile are read (skipped while they are unchanged).
+    /// Cargo then builds offline inside the process jail of
+    /// `sandbox-isolate` — new namespaces, no network, landlock allowing
+    /// writes only to the tree's *own* target directory — so build
+    /// scripts, proc macros, wrappers and linkers cannot escape, and
+    /// cannot touch what another tree links or loads.
     pub jailed: bool,
 }
 
