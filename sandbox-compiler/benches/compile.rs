@@ -122,7 +122,9 @@ fn compiler_with_cache(cache: &Path) -> CargoCompiler {
 fn tree_dir(source: &Path) -> PathBuf {
     use sha2::Digest as _;
     let canonical = source.canonicalize().expect("canonical source");
-    let key = hex::encode(sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
+    let key = hex::encode(sha2::Sha256::digest(
+        canonical.as_os_str().as_encoded_bytes(),
+    ));
     target_dir().join("sandbox-compiler/trees").join(&key[..24])
 }
 

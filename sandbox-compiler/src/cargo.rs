@@ -157,6 +157,7 @@ impl CargoCompilerBuilder {
         std::fs::create_dir_all(&neutral_dir).map_err(|e| Error::io(&neutral_dir, e))?;
         let cache = Cache::new(cache_dir.clone());
         cache.sweep_stale_temps();
+        CargoCompiler::sweep_trees(&state_dir);
         let shared_crates = self
             .shared_crates
             .iter()
@@ -470,7 +471,67 @@ impl CargoCompiler {
         for dir in [&dirs.dir, &dirs.state] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
+        // Which tree this is, for the sweep of trees that are gone.
+        let record = dirs.state.join("source");
+        if !record.exists() {
+            std::fs::write(&record, source.as_os_str().as_encoded_bytes())
+                .map_err(|e| Error::io(&record, e))?;
+        }
         Ok(dirs)
+    }
+
+    /// Removes the target dir of the untrusted tree at `root`
+    /// (`trees/<hash>`) when no build holds it: its outputs and stamps go,
+    /// its lock file stays (a build waiting on it then starts again from
+    /// the seed). Returns whether it was removed.
+    fn drop_tree(root: &Path, wait: bool) -> Result<bool> {
+        let state = root.join("state");
+        if !state.is_dir() {
+            return Ok(false);
+        }
+        let _lock = if wait {
+            TargetLock::acquire(&state)?
+        } else {
+            match TargetLock::try_acquire(&state)? {
+                Some(lock) => lock,
+                None => return Ok(false),
+            }
+        };
+        for stamp in ["seeded", "fetched", "owners.json"] {
+            let _ = std::fs::remove_file(state.join(stamp));
+        }
+        let target = root.join("target");
+        match std::fs::remove_dir_all(&target) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(&target, e)),
+        }
+    }
+
+    /// Drops the target dirs of untrusted trees whose source folder is
+    /// gone (each is a copy of the seed plus its own outputs, 100+ MB in a
+    /// debug build). Best effort; trees being built are skipped.
+    fn sweep_trees(state_dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(state_dir.join("trees")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let root = entry.path();
+            let gone = std::fs::read(root.join("state/source"))
+                .map(|bytes| !Path::new(&String::from_utf8_lossy(&bytes).into_owned()).exists())
+                .unwrap_or(false);
+            if gone {
+                match Self::drop_tree(&root, false) {
+                    Ok(true) => {
+                        tracing::debug!(tree = %root.display(), "dropped the target dir of a tree that is gone")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!(tree = %root.display(), error = %e, "could not drop a tree's target dir")
+                    }
+                }
+            }
+        }
     }
 
     /// Fills a tree's new target directory with a copy of the seed: the
@@ -769,6 +830,8 @@ impl Compiler for CargoCompiler {
         }
         for form in forms {
             self.cache.forget(&form)?;
+            let key = hex::encode(Sha256::digest(form.as_os_str().as_encoded_bytes()));
+            Self::drop_tree(&self.state_dir.join("trees").join(&key[..24]), true)?;
         }
         Ok(())
     }

@@ -54,6 +54,28 @@ impl TargetLock {
         })
     }
 
+    /// The lock if nobody holds it now; `None` when someone does.
+    pub fn try_acquire(state_dir: &Path) -> Result<Option<Self>> {
+        let path = state_dir.join("build.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(Self {
+                _file: file,
+                state_dir: state_dir.to_owned(),
+            })),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
+                Ok(None)
+            }
+            Err(e) => Err(Error::io(&path, e.into())),
+        }
+    }
+
     /// Which manifest produced each library file, by the file's path.
     pub fn owners(&self) -> Owners {
         let path = self.owners_path();

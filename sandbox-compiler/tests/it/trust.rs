@@ -244,3 +244,23 @@ fn a_changed_artifact_is_refused_by_verify() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_target_dir_of_a_tree_that_is_gone_is_dropped_by_the_next_compiler() -> Result<()> {
+    let cache = tempfile::tempdir()?;
+    let (dir, source) = crate::support::counter()?;
+    compiler(cache.path())?.build(&request(&source).jailed(true))?;
+    use sha2::Digest as _;
+    let key = hex::encode(sha2::Sha256::digest(
+        source.canonicalize()?.as_os_str().as_encoded_bytes(),
+    ));
+    let own = shared_target_dir()
+        .join("sandbox-compiler/trees")
+        .join(&key[..24])
+        .join("target");
+    assert!(own.is_dir(), "no target dir of its own at {own:?}");
+    drop(dir);
+    compiler(cache.path())?;
+    assert!(!own.exists(), "the target dir of a deleted tree was kept");
+    Ok(())
+}
