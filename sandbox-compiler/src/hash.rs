@@ -1,11 +1,12 @@
 //! Content hashing of a source tree and everything it builds from.
 //!
-//! The digest covers every file of the source tree except build output
-//! (`target/` next to a manifest) and hidden entries (`.git`, editor files;
-//! `.cargo/` is kept because its config changes the build), plus the trees of
-//! the `path` dependencies named in any `Cargo.toml` met on the way,
-//! recursively, and the workspace manifests that `workspace = true` keys
-//! inherit from. Files are identified by their path relative to the source
+//! The digest covers every file of the source tree — hidden ones included,
+//! since cargo reads `.cargo/`, and a path dependency or a `#[path]` module
+//! may live in a hidden folder — except build output (`target/` next to a
+//! manifest), the `.git` folder and editor swap and lock files (`.x.swp`,
+//! `x~`, `.#x`); plus the trees of the `path` dependencies named in any
+//! `Cargo.toml` met on the way, recursively (under the same rule), and the
+//! workspace manifests that `workspace = true` keys inherit from. Files are identified by their path relative to the source
 //! root (so two copies of one tree hash the same) or, outside it, by their
 //! absolute path.
 
@@ -198,19 +199,37 @@ fn hash_file(path: &Path, name: String, entries: &mut BTreeMap<String, [u8; 32]>
     Ok(())
 }
 
-/// Build output and hidden entries are not sources.
+/// Build output, version control data and editor files are not sources;
+/// every other file is, hidden or not: a build may read it.
 fn skipped(entry: &walkdir::DirEntry) -> bool {
     let name = entry.file_name().to_string_lossy();
-    if name.starts_with('.') {
-        return !(name == ".cargo" && entry.file_type().is_dir());
+    let is_dir = entry.file_type().is_dir();
+    if name == ".git" {
+        return true;
+    }
+    if !is_dir && is_editor_file(&name) {
+        return true;
     }
     // `target/` is build output when it sits next to a manifest.
     name == "target"
-        && entry.file_type().is_dir()
+        && is_dir
         && entry
             .path()
             .parent()
             .is_some_and(|p| p.join("Cargo.toml").is_file())
+}
+
+/// Vim swap files (`.x.swp`, `.x.swo`, ...), Emacs lock and backup files
+/// (`.#x`, `x~`, `#x#`).
+fn is_editor_file(name: &str) -> bool {
+    let vim_swap = name.starts_with('.')
+        && name
+            .rsplit_once('.')
+            .is_some_and(|(_, ext)| ext.len() == 3 && ext.starts_with("sw"));
+    vim_swap
+        || name.starts_with(".#")
+        || name.ends_with('~')
+        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#'))
 }
 
 fn relative(root: &Path, path: &Path) -> String {
@@ -402,6 +421,59 @@ mod tests {
         assert!(!locked.same_except_lockfile(&edited));
         write(&root, &[(".cargo/config.toml", "[build]\n")]);
         assert_ne!(digest(&root).unwrap().hex(), edited.hex());
+    }
+
+    #[test]
+    fn hidden_files_of_the_crate_graph_change_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("app");
+        write(
+            &root,
+            &[
+                (
+                    "Cargo.toml",
+                    "[package]\nname = \"app\"\n[dependencies]\nx = { path = \".vendor/x\" }\n",
+                ),
+                ("src/lib.rs", "#[path = \".gen/inner.rs\"]\nmod inner;\n"),
+                ("src/.gen/inner.rs", "pub fn f() {}\n"),
+                (".vendor/x/Cargo.toml", "[package]\nname = \"x\"\n"),
+                (".vendor/x/build.rs", "fn main() {}\n"),
+                (".vendor/x/src/lib.rs", "\n"),
+            ],
+        );
+        let root = std::fs::canonicalize(&root).unwrap();
+        let base = digest(&root).unwrap();
+        assert_eq!(base.len(), 6, "{base:?}");
+
+        write(
+            &root,
+            &[(".vendor/x/build.rs", "fn main() { println!(\"x\"); }\n")],
+        );
+        let edited = digest(&root).unwrap();
+        assert_ne!(
+            edited.hex(),
+            base.hex(),
+            "a hidden path dependency's build.rs"
+        );
+        write(&root, &[("src/.gen/inner.rs", "pub fn g() {}\n")]);
+        assert_ne!(
+            digest(&root).unwrap().hex(),
+            edited.hex(),
+            "a hidden #[path] module"
+        );
+
+        // Still not sources: VCS data, editor files, build output.
+        let now = digest(&root).unwrap();
+        write(
+            &root,
+            &[
+                (".git/index", "x"),
+                (".vendor/x/.build.rs.swp", "x"),
+                ("src/lib.rs~", "x"),
+                (".vendor/x/target/debug/out", "x"),
+            ],
+        );
+        assert_eq!(digest(&root).unwrap(), now);
     }
 
     #[test]

@@ -73,3 +73,56 @@ fn forget_drops_the_entries_of_a_source() -> Result<()> {
     compiler.forget(std::path::Path::new("/nonexistent/sandbox"))?;
     Ok(())
 }
+
+#[test]
+fn editing_only_a_hidden_path_dependency_s_build_script_misses_the_cache() -> Result<()> {
+    let (_dir, source) = support::counter()?;
+    support::write_files(
+        &source,
+        &[
+            (
+                ".vendor/x/Cargo.toml",
+                "[package]\nname = \"x\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            (
+                ".vendor/x/src/lib.rs",
+                "pub const TAG: &str = env!(\"X_TAG\");\n",
+            ),
+            (
+                ".vendor/x/build.rs",
+                "fn main() {\n    println!(\"cargo:rustc-env=X_TAG=one\");\n}\n",
+            ),
+        ],
+    )?;
+    let manifest = source.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)?;
+    let with_dep = text.replacen(
+        "[dependencies]\n",
+        "[dependencies]\nx = { path = \".vendor/x\" }\n",
+        1,
+    );
+    anyhow::ensure!(
+        with_dep != text,
+        "the counter example has no [dependencies]"
+    );
+    std::fs::write(&manifest, with_dep)?;
+
+    let cache = tempfile::tempdir()?;
+    let compiler = support::compiler(cache.path())?;
+    let first = compiler.build(&support::request(&source))?;
+    assert!(!first.cached);
+    assert!(compiler.build(&support::request(&source))?.cached);
+
+    // Only the hidden folder's build script changes.
+    std::fs::write(
+        source.join(".vendor/x/build.rs"),
+        "fn main() {\n    println!(\"cargo:rustc-env=X_TAG=two\");\n}\n",
+    )?;
+    let second = compiler.build(&support::request(&source))?;
+    assert!(
+        !second.cached,
+        "a build after editing .vendor/x/build.rs returned the old artifact"
+    );
+    assert_ne!(second.source_hash, first.source_hash);
+    Ok(())
+}
