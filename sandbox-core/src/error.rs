@@ -87,7 +87,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// Building the source failed; the diagnostics say where.
-    #[error("compilation failed: {0}")]
+    #[error("{}", compile_text(.0))]
     Compile(#[source] sandbox_compiler::Error),
     /// Loading, calling or swapping a module failed.
     #[error(transparent)]
@@ -162,6 +162,16 @@ pub enum Error {
     Internal(String),
 }
 
+/// The compiler's message, said to be a failed compilation once.
+fn compile_text(e: &sandbox_compiler::Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("compilation failed") {
+        text
+    } else {
+        format!("compilation failed: {text}")
+    }
+}
+
 fn list(ids: &[SandboxId]) -> String {
     if ids.is_empty() {
         "(none)".to_owned()
@@ -199,7 +209,12 @@ impl Error {
                     ErrorClass::Compilation
                 }
                 I::UnknownModule { .. } | I::UnknownVersion { .. } => ErrorClass::Request,
-                I::Timeout { .. } => ErrorClass::Resource,
+                // The request was malformed: the plugin said so.
+                I::Plugin {
+                    kind: sandbox_isolate::PluginErrorKind::BadRequest,
+                    ..
+                } if !matches!(e, I::Swap { .. }) => ErrorClass::Request,
+                I::Timeout { .. } | I::Exhausted { .. } => ErrorClass::Resource,
                 I::Io { .. } => ErrorClass::System,
                 _ => ErrorClass::Runtime,
             },
@@ -227,6 +242,7 @@ impl Error {
                     sandbox_isolate::Error::Swap { .. }
                     | sandbox_isolate::Error::UndeclaredDependency { .. },
                 ) => Recovery::FixSource,
+                Self::Isolate(sandbox_isolate::Error::Abandoned { .. }) => Recovery::Restart,
                 _ => Recovery::Retry,
             },
             ErrorClass::System => Recovery::Escalate,
@@ -235,7 +251,11 @@ impl Error {
 
     /// A short machine-readable name for the error, used as `kind` in the
     /// `sandbox run` protocol: `compile`, `not_found`, `bad_request`,
-    /// `plugin`, `swap`, `timeout`, `crashed`, `security`, `version`, `dependency`, `watch`, `not_running`, `system`.
+    /// `plugin`, `swap`, `timeout`, `limit_exceeded`, `crashed`, `security`, `version`, `dependency`, `watch`, `not_running`, `system`.
+    ///
+    /// A swap that failed because plugin code overran its deadline is a
+    /// `timeout`, and one that failed because the worker ran out of memory
+    /// or descriptors is `limit_exceeded`, whatever step it was at.
     pub fn kind(&self) -> &'static str {
         use sandbox_isolate::Error as I;
         match self {
@@ -246,14 +266,16 @@ impl Error {
             Self::Compile(_) | Self::NoModules { .. } | Self::DuplicateModule { .. } => "compile",
             Self::Dependencies(_) => "dependency",
             Self::Version(_) => "version",
-            Self::Security(_) | Self::UntrustedInProcess { .. } | Self::Untrusted(_) => {
-                "security"
-            }
+            Self::Security(_) | Self::UntrustedInProcess { .. } | Self::Untrusted(_) => "security",
             Self::NotRunning { .. } => "not_running",
             Self::Timeout { .. } => "timeout",
             Self::Internal(_) => "system",
             Self::Watch(_) => "watch",
             Self::Isolate(e) => match e {
+                I::Swap { .. } if matches!(e.root(), I::Timeout { .. }) => "timeout",
+                I::Swap { .. } if matches!(e.root(), I::Exhausted { .. }) => "limit_exceeded",
+                I::Exhausted { .. } => "limit_exceeded",
+                I::Abandoned { .. } => "timeout",
                 I::Load { .. } | I::NotAPlugin { .. } | I::Incompatible { .. } => "compile",
                 I::UnknownModule { .. } => "not_found",
                 I::UnknownVersion { .. } | I::AlreadyLoaded { .. } | I::VersionInUse { .. } => {

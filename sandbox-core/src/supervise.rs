@@ -3,9 +3,27 @@
 //! budget), and recycling a worker after many swaps.
 //!
 //! In-process sandboxes need none of this: a crash there is the host's.
+//!
+//! # What is never lost, and what a crash may lose
+//!
+//! - **Replacing a worker loses nothing.** Recycling (after
+//!   [`Config::recycle_after_swaps`](crate::Config::recycle_after_swaps)
+//!   swaps) and [`Manager::restart`] go through [`Manager::relaunch`], which
+//!   closes the sandbox's *fence* ([`Supervision`]): calls that arrive
+//!   wait, calls in flight finish on the old worker, then the old worker's
+//!   live state is taken, the new worker is started from it and switched in,
+//!   and only then do the waiting calls go through — to the new worker. So
+//!   no call is answered by the old worker after its state was taken, and
+//!   every answered call is in the state the new worker starts from.
+//! - **A crash loses what was not saved.** After a crash the new worker
+//!   starts from the last saved state. When that is taken is the sandbox's
+//!   [`Durability`]: on an interval (a crash loses the calls answered since
+//!   the last save), or after every call, before its reply is handed back
+//!   (a crash loses no answered call). State is also saved after every
+//!   committed swap.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +33,28 @@ use sandbox_isolate::{Crash, IsolationKind, LaunchSpec, Runtime, SavedState, Swa
 
 use crate::event::EventKind;
 use crate::manager::{blocking, Sandbox};
-use crate::{Error, Manager, Result, SandboxId, SandboxSpec, Status};
+use crate::{Durability, Error, Manager, Result, SandboxId, SandboxSpec, Status};
+
+/// What a process sandbox's calls pass through, and the saves of its state.
+///
+/// - The **fence**: every call to a process sandbox holds it shared for as
+///   long as it runs (and, under [`Durability::EveryCall`], until its state
+///   is saved); replacing the runtime holds it exclusively. Waiting writers
+///   go first (tokio's lock is fair), so once a relaunch asks for the fence
+///   new calls queue behind it and the calls in flight drain.
+/// - **Numbered saves**: checkpoints are taken one at a time, numbered in
+///   the order they start, so the saved state only ever moves forward, and a
+///   call that needs its state saved can tell whether a save that started
+///   after its reply already covered it (concurrent calls share saves).
+#[derive(Debug, Default)]
+pub(crate) struct Supervision {
+    fence: tokio::sync::RwLock<()>,
+    /// The number of the last save started (saves are numbered from 1).
+    started: AtomicU64,
+    /// Held while a save runs; the number of the last one stored in
+    /// `State::saved`.
+    stored: tokio::sync::Mutex<u64>,
+}
 
 /// The kernel limits of a worker, from a sandbox's resource limits.
 pub(crate) fn child_limits(limits: &sandbox_monitor::ResourceLimits) -> ChildLimits {
@@ -46,6 +85,7 @@ impl Manager {
         launch.limits = child_limits(&spec.limits);
         launch.disk_limit = spec.limits.disk_bytes;
         launch.output_limit = spec.limits.output_bytes;
+        launch.lifecycle_timeout = spec.limits.lifecycle_timeout;
         let permissions = spec.profile.permissions();
         launch.network = permissions.network;
         // Code whose build is not trusted is not trusted to run either: its
@@ -144,20 +184,91 @@ impl Manager {
 
     /// Saves every module's state as the one a restarted worker starts from.
     pub(crate) async fn checkpoint(&self, sb: &Sandbox) {
-        let rt = sb.runtime();
-        match blocking(move || rt.checkpoint()).await {
-            Ok(Ok(states)) => sb.state.lock().saved = states.into_iter().collect(),
-            Ok(Err(e)) => tracing::debug!(sandbox = %sb.id, error = %e, "checkpoint failed"),
-            Err(e) => tracing::debug!(sandbox = %sb.id, error = %e, "checkpoint task failed"),
+        let mut stored = sb.supervision.stored.lock().await;
+        if let Err(e) = self.save_locked(sb, &mut stored).await {
+            tracing::debug!(sandbox = %sb.id, error = %e, "checkpoint failed");
         }
     }
 
-    /// Checkpoints a process sandbox every `checkpoint_interval` while it runs.
+    /// Makes sure the state saved reflects every call answered before this
+    /// point: returns once a save that started after it was stored (taking
+    /// one itself unless a concurrent caller's save already did).
+    async fn save_covering(&self, sb: &Sandbox) -> Result<()> {
+        // Any save numbered above `seen` starts after this line, so after
+        // the worker answered the calls that returned before it.
+        let seen = sb.supervision.started.load(Ordering::SeqCst);
+        let mut stored = sb.supervision.stored.lock().await;
+        if *stored > seen {
+            return Ok(());
+        }
+        self.save_locked(sb, &mut stored).await
+    }
+
+    /// Takes a checkpoint and stores it; `stored` is the held save lock.
+    async fn save_locked(&self, sb: &Sandbox, stored: &mut u64) -> Result<()> {
+        let number = sb.supervision.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let rt = sb.runtime();
+        let states = blocking(move || rt.checkpoint()).await??;
+        sb.state.lock().saved = states.into_iter().collect();
+        *stored = number;
+        Ok(())
+    }
+
+    /// Calls `module` on the sandbox's current runtime. A process sandbox's
+    /// call passes its fence (so it never reaches a runtime being replaced)
+    /// and, under [`Durability::EveryCall`], returns only once the state
+    /// that reflects it is saved; a call whose state cannot be saved (the
+    /// worker died) fails, and may or may not have taken effect.
+    pub(crate) async fn call_runtime(
+        &self,
+        sb: &Sandbox,
+        module: &str,
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        // The runtime enforces the timeout: in-process the call is abandoned
+        // on a thread of its own (so a call that never returns cannot hold up
+        // the async runtime's shutdown); a worker is killed.
+        let timeout = sb.spec.limits.call_timeout;
+        let m = module.to_owned();
+        if sb.spec.isolation != IsolationKind::Process {
+            let rt = sb.runtime();
+            return Ok(blocking(move || rt.call(&m, &input, timeout)).await??);
+        }
+        let _pass = sb.supervision.fence.read().await;
+        let rt = sb.runtime();
+        let out = blocking(move || rt.call(&m, &input, timeout)).await?;
+        let ran = match &out {
+            Ok(_) => true,
+            // The plugin answered with an error: it may have changed state.
+            Err(e) => matches!(e, sandbox_isolate::Error::Plugin { .. }),
+        };
+        if ran && sb.spec.durability == Durability::EveryCall {
+            if let Err(e) = self.save_covering(sb).await {
+                tracing::warn!(sandbox = %sb.id, module, error = %e, "the state of an answered call could not be saved; failing the call");
+                return Err(match out {
+                    Err(call) => call.into(),
+                    Ok(_) => e,
+                });
+            }
+        }
+        Ok(out?)
+    }
+
+    /// Checkpoints a process sandbox on its durability's interval while it
+    /// runs, and checks its usage against its limits on that interval (on
+    /// `checkpoint_interval` when it saves after every call instead).
     pub(crate) fn spawn_checkpoints(&self, sb: &Arc<Sandbox>) {
         if sb.spec.isolation != IsolationKind::Process {
             return;
         }
-        let Some(every) = self.inner.config.checkpoint_interval else {
+        let interval = self.inner.config.checkpoint_interval;
+        let (save, every) = match sb.spec.durability {
+            Durability::ConfigInterval => (true, interval),
+            Durability::Interval(every) => (true, Some(every)),
+            // Every call saves already.
+            Durability::EveryCall => (false, interval),
+        };
+        let Some(every) = every else {
             return;
         };
         let (weak_sb, weak) = (Arc::downgrade(sb), Arc::downgrade(&self.inner));
@@ -178,6 +289,9 @@ impl Manager {
                     inner: Arc::clone(&inner),
                 }
                 .check_limits(&sb, &mut exceeded);
+                if !save {
+                    continue;
+                }
                 // Never alongside a swap or a restart.
                 let Ok(_op) = sb.ops.try_lock() else { continue };
                 Manager { inner }.checkpoint(&sb).await;
@@ -189,7 +303,16 @@ impl Manager {
     /// version of every module, restored from the live state (`from_live`,
     /// for restart and recycling) or from the last checkpoint (after a crash).
     /// The caller holds the sandbox's `ops` lock.
+    ///
+    /// Fenced: from the moment it asks for the fence until the new runtime
+    /// is switched in, calls wait; the calls in flight finish first. So the
+    /// live state it takes reflects every call the old runtime answered, and
+    /// no call reaches the old runtime after that. A relaunch that fails
+    /// leaves the old runtime serving (and still supervised).
     pub(crate) async fn relaunch(&self, sb: &Arc<Sandbox>, from_live: bool) -> Result<()> {
+        let _fence = sb.supervision.fence.write().await;
+        // No call runs now; saves of other tasks finish before this one.
+        let mut stored = sb.supervision.stored.lock().await;
         let live = if from_live {
             let old = sb.runtime();
             match blocking(move || old.checkpoint()).await? {
@@ -205,7 +328,9 @@ impl Manager {
         };
         let states: BTreeMap<String, SavedState> =
             live.unwrap_or_else(|| sb.state.lock().saved.clone());
-        let epoch = sb.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        // The new runtime's epoch becomes current only when it is switched
+        // in: until then a crash of the old one is still acted on.
+        let epoch = sb.epoch.load(Ordering::SeqCst) + 1;
         let launch = self.launch_spec(&sb.id, &sb.spec, sb.generation, epoch);
         let isolator = self.isolator(sb.spec.isolation)?;
         let (loads, steps) = {
@@ -241,12 +366,17 @@ impl Manager {
             Ok(Arc::from(rt))
         })
         .await??;
-        // The old runtime (its worker) goes when its last call returns.
-        *sb.runtime.write() = runtime;
+        // No call holds the old runtime (the fence): its worker goes now.
+        {
+            let mut current = sb.runtime.write();
+            *current = runtime;
+            sb.epoch.store(epoch, Ordering::SeqCst);
+        }
         self.track_usage(sb);
         let mut state = sb.state.lock();
         state.swaps = 0;
         state.saved = states;
+        *stored = sb.supervision.started.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(())
     }
 
@@ -258,7 +388,9 @@ impl Manager {
         let Ok(sb) = self.get(id.as_str()) else {
             return;
         };
-        if sb.generation != generation || sb.epoch.load(Ordering::SeqCst) != epoch {
+        // A runtime that is not current yet may become so (a relaunch in
+        // progress switches it in under `ops`); one that was replaced never.
+        if sb.generation != generation || sb.epoch.load(Ordering::SeqCst) > epoch {
             return;
         }
         tracing::warn!(sandbox = %sb.id, cause = %crash.cause, "worker crashed");

@@ -106,13 +106,45 @@ pub enum Error {
         /// The plugin's message.
         message: String,
     },
-    /// The call did not finish in time; in-process it was abandoned, not stopped.
-    #[error("module `{module}` did not answer within {after:?}; the call was abandoned")]
+    /// Plugin code (a call, or a lifecycle entry point: `init`,
+    /// `save_state`, `restore_state`, a migration, a health check) did not
+    /// return in time. In-process it was abandoned on a thread of its own
+    /// (code in the host cannot be stopped); in a worker the host killed
+    /// the worker when the stuck code held live state (`stopped`).
+    #[error("module `{module}` did not return within {after:?}; {}", timeout_outcome(*stopped))]
     Timeout {
         /// Module name.
         module: String,
         /// The limit.
         after: Duration,
+        /// Whether the code was stopped (its worker process killed); else
+        /// it was abandoned and may still be running.
+        stopped: bool,
+    },
+    /// A module lost its instance: a lifecycle entry point of it
+    /// (`save_state` during a swap or a checkpoint) never returned, so its
+    /// instance and state stayed with the abandoned thread.
+    #[error("module `{module}` has no instance: its {stage} did not return within {after:?} and was abandoned with the instance's state; restart the sandbox to start the module again from empty state, and fix the code that does not return")]
+    Abandoned {
+        /// Module name.
+        module: String,
+        /// The entry point that never returned.
+        stage: SwapStage,
+        /// The limit it overran.
+        after: Duration,
+    },
+    /// The worker process ran out of something its limits cap (address
+    /// space, open files), so an operation failed.
+    #[error("{action}: the worker process is out of {resource} ({usage}); raise the sandbox's {limit} limit, or restart the sandbox to start a fresh worker")]
+    Exhausted {
+        /// What failed, e.g. "cannot load `x.so`".
+        action: String,
+        /// What ran out: "address space", "file descriptors".
+        resource: String,
+        /// How much was in use of how much, for people.
+        usage: String,
+        /// The `ResourceLimits` field to raise: `memory_bytes`, `open_files`.
+        limit: String,
     },
     /// A step of a swap failed; nothing was switched.
     #[error("swap of `{module}` to version {version} failed at {stage}: {source}")]
@@ -162,7 +194,7 @@ pub enum Error {
     },
     /// The worker process hosting the sandbox's modules died (or was
     /// killed); the request did not complete and the runtime is unusable.
-    #[error("the worker process of this sandbox died: {cause}; restart the sandbox to continue from its last saved state")]
+    #[error("the worker process of this sandbox died ({cause}) and the request did not complete; the host restarts the worker from the last saved state by itself, so retry once the sandbox is running again")]
     WorkerDied {
         /// Why it died, as [`Crash::cause`](crate::Crash::cause) says.
         cause: String,
@@ -173,10 +205,25 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Something failed inside the worker process that is not one of the
+    /// errors above (its message as the worker put it).
+    #[error("in the worker process: {message}")]
+    InWorker {
+        /// The worker's message.
+        message: String,
+    },
     /// The jail could not be set up, or this kernel lacks a layer the
     /// sandbox requires.
     #[error("cannot jail the worker process: {0}")]
     Jail(#[from] crate::jail::JailError),
+}
+
+fn timeout_outcome(stopped: bool) -> &'static str {
+    if stopped {
+        "the host killed its worker process; raise the limit (call_timeout for calls, lifecycle_timeout for init, save_state, restore_state and migrations) or fix the code that does not return"
+    } else {
+        "it was abandoned, still running, on a thread of its own (code in the host process cannot be stopped); raise the limit (call_timeout for calls, lifecycle_timeout for init, save_state, restore_state and migrations) or fix the code that does not return"
+    }
 }
 
 fn list(names: &[String]) -> String {

@@ -66,8 +66,9 @@ impl InProcess {
     pub(crate) fn launch_here(&self, spec: &LaunchSpec) -> InProcessRuntime {
         InProcessRuntime {
             inner: Arc::new(Inner {
-                sandbox: spec.sandbox.clone(),
+                sandbox: spec.sandbox.as_str().into(),
                 work_dir: spec.work_dir.clone(),
+                lifecycle: spec.lifecycle_timeout,
                 libraries: Mutex::new(HashMap::new()),
                 modules: RwLock::new(BTreeMap::new()),
             }),
@@ -89,7 +90,7 @@ mod call_threads {
 
     pub(super) const IDLE_EXIT: Duration = Duration::from_secs(10);
 
-    type Job = Box<dyn FnOnce() + Send>;
+    pub(super) type Job = Box<dyn FnOnce() + Send>;
 
     /// Invariant: threads waiting for a job = `idle` + jobs queued; a
     /// caller either claims an idle thread or starts one, and a thread only
@@ -118,13 +119,17 @@ mod call_threads {
             .is_ok()
     }
 
-    /// Runs `job` on a pool thread.
-    pub(super) fn run(job: Job) -> std::io::Result<()> {
+    /// Runs `job` on a pool thread; without a thread to be had, hands the
+    /// job back with the error.
+    pub(super) fn run(job: Job) -> Result<(), (Job, std::io::Error)> {
         let pool = pool();
         if !claim(&pool.idle) {
-            std::thread::Builder::new()
+            if let Err(e) = std::thread::Builder::new()
                 .name("sandbox-call".into())
-                .spawn(|| serve(pool))?;
+                .spawn(|| serve(pool))
+            {
+                return Err((job, e));
+            }
         }
         // The queue lives as long as the process: sending cannot fail.
         let _ = pool.jobs.send(job);
@@ -154,7 +159,6 @@ struct Loaded {
     meta: ModuleMeta,
     dependencies: Arc<[String]>,
     root: PluginModuleRef,
-    version: u32,
 }
 
 struct Active {
@@ -162,16 +166,40 @@ struct Active {
     instance: InstanceBox,
 }
 
+/// Why a module has no instance: a lifecycle entry point of its instance
+/// never returned, and the instance went with the abandoned thread.
+#[derive(Clone, Copy)]
+struct Gone {
+    stage: SwapStage,
+    after: Duration,
+}
+
+impl Gone {
+    fn error(self, module: &str) -> Error {
+        Error::Abandoned {
+            module: module.to_owned(),
+            stage: self.stage,
+            after: self.after,
+        }
+    }
+}
+
+/// What a slot holds: its instance, or why it has none.
+type Held = std::result::Result<Active, Gone>;
+
 struct Slot {
     name: String,
     /// The active version, readable without waiting for a call in flight.
     version: AtomicU32,
-    active: Mutex<Active>,
+    active: Mutex<Held>,
 }
 
 struct Inner {
-    sandbox: String,
+    sandbox: Arc<str>,
     work_dir: PathBuf,
+    /// The deadline of each lifecycle entry point (see
+    /// [`LaunchSpec::lifecycle_timeout`]).
+    lifecycle: Option<Duration>,
     libraries: Mutex<HashMap<(String, u32), Arc<Loaded>>>,
     modules: RwLock<BTreeMap<String, Arc<Slot>>>,
 }
@@ -279,7 +307,11 @@ enum Phase {
 
 /// The host context handed to plugin code for one call.
 struct Ctx<'a> {
-    inner: &'a Inner,
+    /// The runtime, for calls to other modules (`None` in [`Phase::Setup`],
+    /// where they are refused: lifecycle code runs on a thread of its own
+    /// that must not keep the runtime alive if it never returns).
+    inner: Option<&'a Inner>,
+    sandbox: &'a str,
     caller: &'a str,
     dependencies: &'a [String],
     phase: Phase,
@@ -300,6 +332,12 @@ impl HostApi for Ctx<'_> {
                 self.caller
             ));
         }
+        let Some(inner) = self.inner else {
+            return refuse(format!(
+                "module `{}` called `{module}` outside handle; calls to other modules are only allowed in handle",
+                self.caller
+            ));
+        };
         if !self.dependencies.iter().any(|d| d == module) || module == self.caller {
             return refuse(
                 Error::UndeclaredDependency {
@@ -309,9 +347,7 @@ impl HostApi for Ctx<'_> {
                 .to_string(),
             );
         }
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            self.inner.call(module, request.as_slice())
-        }));
+        let result = catch_unwind(AssertUnwindSafe(|| inner.call(module, request.as_slice())));
         match result {
             Ok(Ok(bytes)) => RResult::ROk(bytes.into()),
             Ok(Err(e)) => refuse(e.to_string()),
@@ -320,8 +356,7 @@ impl HostApi for Ctx<'_> {
     }
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
-        let (sandbox, module, message) =
-            (self.inner.sandbox.as_str(), self.caller, message.as_str());
+        let (sandbox, module, message) = (self.sandbox, self.caller, message.as_str());
         match level {
             LogLevel::Error => {
                 tracing::error!(target: "sandbox::plugin", sandbox, module, "{message}")
@@ -364,10 +399,12 @@ impl Inner {
     }
 
     fn call_slot(&self, slot: &Slot, request: &[u8]) -> Result<Vec<u8>> {
-        let mut active = slot.active.lock();
+        let mut held = slot.active.lock();
+        let active = held.as_mut().map_err(|gone| gone.error(&slot.name))?;
         let dependencies = Arc::clone(&active.lib.dependencies);
         let ctx = Ctx {
-            inner: self,
+            inner: Some(self),
+            sandbox: &self.sandbox,
             caller: &slot.name,
             dependencies: &dependencies,
             phase: Phase::Handle,
@@ -391,7 +428,8 @@ impl Inner {
             })
     }
 
-    /// Builds, initializes and restores a new instance for one step.
+    /// Builds, initializes and restores a new instance for one step, each
+    /// entry point of the plugin within the lifecycle deadline.
     fn stage(
         &self,
         step: &SwapStep,
@@ -405,46 +443,60 @@ impl Inner {
             stage,
             source: Box::new(e),
         };
-        let mut instance = guarded(name, || (lib.root.new_instance())())
-            .map_err(|e| fail(SwapStage::Create, e))?;
-        let ctx = Ctx {
-            inner: self,
-            caller: name,
-            dependencies: &lib.dependencies,
-            phase: Phase::Setup,
+        let limit = self.lifecycle;
+        let setup = Setup {
+            sandbox: Arc::clone(&self.sandbox),
+            module: name.as_str().into(),
+            dependencies: Arc::clone(&lib.dependencies),
+            limit,
         };
-        guarded(name, || instance.init(Self::host_ref(&ctx)))
+        let root = lib.root;
+        let module = Arc::clone(&setup.module);
+        let instance = within(limit, name, move || {
+            guarded(&module, || (root.new_instance())())
+        })
+        .and_then(|created| created)
+        .map_err(|e| fail(SwapStage::Create, e))?;
+        let (mut instance, ()) = setup
+            .run(instance, |instance, host| instance.init(host))
             .map_err(|e| fail(SwapStage::Init, e))?;
         if let Some(state) = carried {
             let (bytes, schema) = match &step.migration {
                 Some(migrate) if state.schema != lib.meta.schema => {
-                    let migrated = migrate(&state.bytes, state.schema, lib.meta.schema).map_err(
-                        |message| {
-                            fail(
-                                SwapStage::Restore,
-                                Error::Migration {
-                                    module: name.clone(),
-                                    from: state.schema,
-                                    to: lib.meta.schema,
-                                    message,
-                                },
-                            )
-                        },
-                    )?;
-                    (migrated, lib.meta.schema)
+                    let (migrate, bytes) = (Arc::clone(migrate), state.bytes.clone());
+                    let (from, to) = (state.schema, lib.meta.schema);
+                    let migrated = within(limit, name, move || {
+                        catch_unwind(AssertUnwindSafe(|| migrate(&bytes, from, to)))
+                            .unwrap_or_else(|_| Err("the migration panicked".to_owned()))
+                    })
+                    .map_err(|e| fail(SwapStage::Restore, e))?
+                    .map_err(|message| {
+                        fail(
+                            SwapStage::Restore,
+                            Error::Migration {
+                                module: name.clone(),
+                                from,
+                                to,
+                                message,
+                            },
+                        )
+                    })?;
+                    (migrated, to)
                 }
                 _ => (state.bytes.clone(), state.schema),
             };
-            guarded(name, || {
-                instance.restore_state(Self::host_ref(&ctx), RSlice::from_slice(&bytes), schema)
-            })
-            .map_err(|e| fail(SwapStage::Restore, e))?;
+            (instance, ()) = setup
+                .run(instance, move |instance, host| {
+                    instance.restore_state(host, RSlice::from_slice(&bytes), schema)
+                })
+                .map_err(|e| fail(SwapStage::Restore, e))?;
         }
-        if let Some(request) = &step.health_check {
-            guarded(name, || {
-                instance.handle(Self::host_ref(&ctx), RSlice::from_slice(request))
-            })
-            .map_err(|e| fail(SwapStage::Health, e))?;
+        if let Some(request) = step.health_check.clone() {
+            (instance, _) = setup
+                .run(instance, move |instance, host| {
+                    instance.handle(host, RSlice::from_slice(&request))
+                })
+                .map_err(|e| fail(SwapStage::Health, e))?;
         }
         Ok(Active {
             lib: Arc::clone(lib),
@@ -453,7 +505,102 @@ impl Inner {
     }
 }
 
-fn save(active: &mut Active) -> Result<SavedState> {
+/// What lifecycle code of a new instance runs with: a context that refuses
+/// calls to other modules and does not hold the runtime (so an instance
+/// that never returns keeps nothing of the runtime alive), and the deadline.
+struct Setup {
+    sandbox: Arc<str>,
+    module: Arc<str>,
+    dependencies: Arc<[String]>,
+    limit: Option<Duration>,
+}
+
+impl Setup {
+    /// Runs `f` on `instance` (moved to the job's thread and back) under
+    /// `catch_unwind`, within the deadline.
+    fn run<T: Send + 'static>(
+        &self,
+        mut instance: InstanceBox,
+        f: impl FnOnce(&mut InstanceBox, HostRef<'_>) -> RResult<T, FfiError> + Send + 'static,
+    ) -> Result<(InstanceBox, T)> {
+        let (sandbox, module, dependencies) = (
+            Arc::clone(&self.sandbox),
+            Arc::clone(&self.module),
+            Arc::clone(&self.dependencies),
+        );
+        let (instance, result) = within(self.limit, &self.module, move || {
+            let ctx = Ctx {
+                inner: None,
+                sandbox: &sandbox,
+                caller: &module,
+                dependencies: &dependencies,
+                phase: Phase::Setup,
+            };
+            let result = guarded(&module, || f(&mut instance, Inner::host_ref(&ctx)));
+            (instance, result)
+        })?;
+        Ok((instance, result?))
+    }
+}
+
+/// Runs lifecycle code of `module` with a deadline: on a call thread, the
+/// caller waiting at most `limit` (without a limit, right here). Code that
+/// overruns is abandoned, still running, with whatever it owns.
+fn within<T: Send + 'static>(
+    limit: Option<Duration>,
+    module: &str,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let Some(limit) = limit else {
+        return Ok(job());
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    if let Err((job, e)) = call_threads::run(Box::new(move || {
+        let _ = tx.send(job());
+    })) {
+        // No thread to be had: run it here, without a deadline, rather
+        // than not at all (the job owns the instance).
+        tracing::warn!(module, error = %e, "no thread for a lifecycle deadline; running without one");
+        job();
+    }
+    match rx.recv_timeout(limit) {
+        Ok(out) => Ok(out),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
+            module: module.to_owned(),
+            after: limit,
+            stopped: false,
+        }),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(panicked(module)),
+    }
+}
+
+/// Saves the state of the instance `held` holds, within `limit`. When
+/// `save_state` never returns, the instance stays with the abandoned thread
+/// and `held` records why the module has none.
+fn save(held: &mut Held, module: &str, limit: Option<Duration>) -> Result<SavedState> {
+    let Some(after) = limit else {
+        return save_now(held.as_mut().map_err(|gone| gone.error(module))?);
+    };
+    let gone = Gone {
+        stage: SwapStage::Save,
+        after,
+    };
+    let mut active = match std::mem::replace(held, Err(gone)) {
+        Ok(active) => active,
+        Err(was) => {
+            *held = Err(was);
+            return Err(was.error(module));
+        }
+    };
+    let (active, saved) = within(limit, module, move || {
+        let saved = save_now(&mut active);
+        (active, saved)
+    })?;
+    *held = Ok(active);
+    saved
+}
+
+fn save_now(active: &mut Active) -> Result<SavedState> {
     let name = &active.lib.meta.name;
     let bytes = guarded(name, || active.instance.save_state())?;
     Ok(SavedState {
@@ -513,7 +660,6 @@ impl InProcessRuntime {
                 meta: meta.clone(),
                 dependencies,
                 root,
-                version,
             }),
         );
         tracing::debug!(module = %meta.name, "loaded");
@@ -560,7 +706,7 @@ impl Runtime for InProcessRuntime {
             .iter()
             .map(|s| inner.modules.read().get(&s.module).cloned())
             .collect();
-        let mut guards: Vec<Option<MutexGuard<'_, Active>>> =
+        let mut guards: Vec<Option<MutexGuard<'_, Held>>> =
             (0..steps.len()).map(|_| None).collect();
         for i in (0..steps.len()).rev() {
             if let Some(slot) = &slots[i] {
@@ -569,14 +715,20 @@ impl Runtime for InProcessRuntime {
         }
         let mut staged = Vec::with_capacity(steps.len());
         for (i, (step, lib)) in steps.iter().zip(&libs).enumerate() {
-            let from = guards[i].as_ref().map(|g| g.lib.version);
+            let from = slots[i]
+                .as_ref()
+                .map(|slot| slot.version.load(Ordering::Acquire));
             let carried = match guards[i].as_mut() {
-                Some(old) if step.carry_state => Some(save(old).map_err(|e| Error::Swap {
-                    module: step.module.clone(),
-                    version: step.version,
-                    stage: SwapStage::Save,
-                    source: Box::new(e),
-                })?),
+                // A module whose instance was abandoned has no state to
+                // carry: it starts like a new one.
+                Some(old) if step.carry_state && old.is_ok() => Some(
+                    save(old, &step.module, inner.lifecycle).map_err(|e| Error::Swap {
+                        module: step.module.clone(),
+                        version: step.version,
+                        stage: SwapStage::Save,
+                        source: Box::new(e),
+                    })?,
+                ),
                 _ => step.initial_state.clone(),
             };
             let active = inner.stage(step, lib, carried.as_ref())?;
@@ -596,7 +748,7 @@ impl Runtime for InProcessRuntime {
         for (i, (active, outcome)) in staged.into_iter().enumerate() {
             match guards[i].as_mut() {
                 Some(guard) => {
-                    retired.push(std::mem::replace(&mut **guard, active));
+                    retired.push(std::mem::replace(&mut **guard, Ok(active)));
                     if let Some(slot) = &slots[i] {
                         slot.version.store(outcome.to, Ordering::Release);
                     }
@@ -605,7 +757,7 @@ impl Runtime for InProcessRuntime {
                     let slot = Arc::new(Slot {
                         name: outcome.module.clone(),
                         version: AtomicU32::new(outcome.to),
-                        active: Mutex::new(active),
+                        active: Mutex::new(Ok(active)),
                     });
                     inner.modules.write().insert(outcome.module.clone(), slot);
                 }
@@ -633,7 +785,7 @@ impl Runtime for InProcessRuntime {
             drop((slot, inner));
             let _ = tx.send(result);
         }))
-        .map_err(|source| Error::Io {
+        .map_err(|(_, source)| Error::Io {
             action: "starting a call thread for",
             path: module.into(),
             source,
@@ -643,6 +795,7 @@ impl Runtime for InProcessRuntime {
             Err(_) => Err(Error::Timeout {
                 module: module.to_owned(),
                 after: limit,
+                stopped: false,
             }),
         }
     }
@@ -651,7 +804,10 @@ impl Runtime for InProcessRuntime {
         let slots: Vec<Arc<Slot>> = self.inner.modules.read().values().cloned().collect();
         slots
             .iter()
-            .map(|slot| Ok((slot.name.clone(), save(&mut slot.active.lock())?)))
+            .map(|slot| {
+                let saved = save(&mut slot.active.lock(), &slot.name, self.inner.lifecycle)?;
+                Ok((slot.name.clone(), saved))
+            })
             .collect()
     }
 

@@ -53,4 +53,5 @@ pub use process::{Process, WorkerCommand, DEFAULT_OUTPUT_LIMIT};
 pub use runtime::{
     Crash, CrashHandler, IsolationKind, Isolator, LaunchSpec, Migration, ModuleMeta,
     PluginErrorKind, Runtime, RuntimeInfo, SavedState, SwapOutcome, SwapStep,
+    DEFAULT_LIFECYCLE_TIMEOUT,
 };

@@ -193,7 +193,7 @@ pub struct Crash {
     /// Its exit code, if it exited.
     pub exit_code: Option<i32>,
     /// The limit that was hit, when the host can tell (`memory`, `cpu`,
-    /// `call_timeout`, `file_size`, `output`...).
+    /// `call_timeout`, `lifecycle_timeout`, `file_size`, `output`...).
     pub limit: Option<String>,
 }
 
@@ -234,11 +234,28 @@ pub struct LaunchSpec {
     /// Told when the hosting process dies (ignored in-process: a crash there
     /// takes the host down).
     pub on_crash: Option<CrashHandler>,
+    /// How long each lifecycle entry point of a module may run: creating
+    /// the instance, `init`, `save_state` (in a swap or a checkpoint), a
+    /// migration, `restore_state` and the health check, each on its own.
+    /// One that overruns fails its operation with
+    /// [`Error::Timeout`](crate::Error::Timeout): a swap changes nothing
+    /// (the old instances keep serving); in-process the code is abandoned
+    /// on a thread of its own, and when that code is an old instance's
+    /// `save_state` the module loses its instance
+    /// ([`Error::Abandoned`](crate::Error::Abandoned) until it is swapped
+    /// again); a worker whose old instance is stuck is killed (a crash with
+    /// limit `lifecycle_timeout`). `None`: no limit. Default
+    /// [`DEFAULT_LIFECYCLE_TIMEOUT`].
+    pub lifecycle_timeout: Option<Duration>,
 }
+
+/// The default [`LaunchSpec::lifecycle_timeout`]: 10 s.
+pub const DEFAULT_LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl LaunchSpec {
     /// A spec with no artifact folders, default limits, no network, the
-    /// isolator's disk and output caps and jail layers, no crash handler.
+    /// isolator's disk and output caps and jail layers, no crash handler,
+    /// the default lifecycle timeout.
     pub fn new(sandbox: impl Into<String>, work_dir: impl Into<PathBuf>) -> Self {
         Self {
             sandbox: sandbox.into(),
@@ -250,6 +267,7 @@ impl LaunchSpec {
             output_limit: None,
             require: None,
             on_crash: None,
+            lifecycle_timeout: Some(DEFAULT_LIFECYCLE_TIMEOUT),
         }
     }
 }
@@ -266,6 +284,7 @@ impl fmt::Debug for LaunchSpec {
             .field("output_limit", &self.output_limit)
             .field("require", &self.require)
             .field("on_crash", &self.on_crash.is_some())
+            .field("lifecycle_timeout", &self.lifecycle_timeout)
             .finish()
     }
 }

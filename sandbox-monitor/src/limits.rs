@@ -64,6 +64,13 @@ pub struct ResourceLimits {
     pub output_bytes: Option<u64>,
     /// Wall time of one call into the sandbox (enforced by the caller). Default 30 s.
     pub call_timeout: Option<Duration>,
+    /// Wall time of each lifecycle entry point of a module — creating an
+    /// instance, `init`, `save_state`, a migration, `restore_state`, the
+    /// health check — on its own (enforced by an isolation backend: one
+    /// that overruns fails its create, swap or checkpoint with a timeout).
+    /// Separate from `call_timeout` because a swap runs several of them
+    /// while calls to the module wait. Default 10 s.
+    pub lifecycle_timeout: Option<Duration>,
 }
 
 impl Default for ResourceLimits {
@@ -79,6 +86,7 @@ impl Default for ResourceLimits {
             disk_bytes: Some(256 * MIB),
             output_bytes: Some(16 * MIB),
             call_timeout: Some(Duration::from_secs(30)),
+            lifecycle_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -97,11 +105,12 @@ impl ResourceLimits {
             disk_bytes: None,
             output_bytes: None,
             call_timeout: None,
+            lifecycle_timeout: None,
         }
     }
 
     /// Checks that every limit can be met: `cpu_percent` finite and not
-    /// negative, `call_timeout` not zero.
+    /// negative, `call_timeout` and `lifecycle_timeout` not zero.
     pub fn validate(&self) -> Result<()> {
         if let Some(p) = self.cpu_percent {
             if !p.is_finite() || p < 0.0 {
@@ -113,6 +122,11 @@ impl ResourceLimits {
         if self.call_timeout == Some(Duration::ZERO) {
             return Err(Error::InvalidLimits {
                 reason: "call_timeout is zero, no call could ever finish".to_owned(),
+            });
+        }
+        if self.lifecycle_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidLimits {
+                reason: "lifecycle_timeout is zero, no module could ever start".to_owned(),
             });
         }
         Ok(())

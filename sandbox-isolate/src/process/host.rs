@@ -18,7 +18,7 @@ use parking_lot::{Condvar, Mutex};
 use super::fds::{readable_within, send_all, send_with_fds};
 use super::handle::{self, Worker};
 use super::wire::{self, Answer, FromWorker, Op, Step, ToWorker};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SwapStage};
 use crate::jail::{disk_usage, LayerReport, UidSlot};
 use crate::runtime::{
     Crash, CrashHandler, IsolationKind, Migration, ModuleMeta, Runtime, RuntimeInfo, SavedState,
@@ -157,7 +157,57 @@ impl Conn {
         Error::Timeout {
             module: module.to_owned(),
             after,
+            stopped: true,
         }
+    }
+
+    /// A swap or checkpoint failed because an old instance's `save_state`
+    /// never returned: that instance — the module's live state — is stuck
+    /// in the worker for good, so the worker is killed (the crash handler
+    /// restarts the sandbox from its last saved state) and the error says
+    /// so. Code of a new instance that never returns (`init`,
+    /// `restore_state`, a migration, the health check) only failed its
+    /// swap: the old instances keep serving, and the worker keeps the
+    /// abandoned thread until it is replaced.
+    fn stuck(&self, e: Error) -> Error {
+        fn stopped(e: Error) -> Error {
+            match e {
+                Error::Timeout { module, after, .. } => Error::Timeout {
+                    module,
+                    after,
+                    stopped: true,
+                },
+                Error::Swap {
+                    module,
+                    version,
+                    stage,
+                    source,
+                } => Error::Swap {
+                    module,
+                    version,
+                    stage,
+                    source: Box::new(stopped(*source)),
+                },
+                other => other,
+            }
+        }
+        let (module, after) = match &e {
+            Error::Swap {
+                stage: SwapStage::Save,
+                source,
+                ..
+            } => match &**source {
+                Error::Timeout { module, after, .. } => (module.clone(), *after),
+                _ => return e,
+            },
+            Error::Timeout { module, after, .. } => (module.clone(), *after),
+            _ => return e,
+        };
+        self.kill_for(
+            format!("save_state of `{module}` did not return within {after:?}; the host killed the worker"),
+            "lifecycle_timeout",
+        );
+        stopped(e)
     }
 
     /// Opens a lane: a socket pair whose other end goes to the worker over
@@ -818,7 +868,7 @@ impl Runtime for ProcessRuntime {
             "",
         );
         self.conn.migrations.lock().remove(&swap);
-        match result? {
+        match result.map_err(|e| self.conn.stuck(e))? {
             Answer::Swapped(outcomes) => {
                 let mut mirror = self.conn.mirror.lock();
                 for o in &outcomes {
@@ -848,7 +898,11 @@ impl Runtime for ProcessRuntime {
     }
 
     fn checkpoint(&self) -> Result<Vec<(String, SavedState)>> {
-        match self.conn.request(Op::Checkpoint, None, None, "")? {
+        match self
+            .conn
+            .request(Op::Checkpoint, None, None, "")
+            .map_err(|e| self.conn.stuck(e))?
+        {
             Answer::States(states) => Ok(states),
             other => Err(unexpected(&other)),
         }

@@ -372,6 +372,7 @@ impl Process {
             require: self.required(spec),
             artifact_dirs: dirs.len() as u32,
             log_level: host_log_level(),
+            lifecycle_timeout: spec.lifecycle_timeout,
         });
         let frame = wire::encode(&configure).map_err(died)?;
         let mut fds = vec![work_fd.as_fd()];

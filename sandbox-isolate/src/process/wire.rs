@@ -22,7 +22,7 @@ use crate::runtime::{ModuleMeta, PluginErrorKind, SavedState, SwapOutcome};
 use crate::spawn::ChildLimits;
 
 /// Bumped on every incompatible change of the messages below.
-pub(crate) const PROTOCOL: u32 = 1;
+pub(crate) const PROTOCOL: u32 = 2;
 
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 256 << 20;
@@ -83,6 +83,9 @@ pub(crate) struct Configure {
     /// The most verbose `tracing` level the host wants forwarded
     /// (0 = error ... 4 = trace, 5 = none).
     pub log_level: u8,
+    /// The deadline of each lifecycle entry point
+    /// ([`LaunchSpec::lifecycle_timeout`](crate::LaunchSpec::lifecycle_timeout)).
+    pub lifecycle_timeout: Option<Duration>,
 }
 
 /// Host to worker.
@@ -218,6 +221,18 @@ pub(crate) enum WireError {
     Timeout {
         module: String,
         after: Duration,
+        stopped: bool,
+    },
+    Abandoned {
+        module: String,
+        stage: SwapStage,
+        after: Duration,
+    },
+    Exhausted {
+        action: String,
+        resource: String,
+        usage: String,
+        limit: String,
     },
     Swap {
         module: String,
@@ -240,6 +255,11 @@ pub(crate) enum WireError {
         path: PathBuf,
         message: String,
         errno: Option<i32>,
+    },
+    /// An error of the worker itself (`Error::Worker`, `Error::InWorker`):
+    /// its bare message, so the host adds its advice once.
+    Worker {
+        message: String,
     },
     Other {
         message: String,
@@ -294,9 +314,37 @@ impl From<&Error> for WireError {
                 kind: *kind,
                 message: message.clone(),
             },
-            Error::Timeout { module, after } => Self::Timeout {
+            Error::Timeout {
+                module,
+                after,
+                stopped,
+            } => Self::Timeout {
                 module: module.clone(),
                 after: *after,
+                stopped: *stopped,
+            },
+            Error::Abandoned {
+                module,
+                stage,
+                after,
+            } => Self::Abandoned {
+                module: module.clone(),
+                stage: *stage,
+                after: *after,
+            },
+            Error::Exhausted {
+                action,
+                resource,
+                usage,
+                limit,
+            } => Self::Exhausted {
+                action: action.clone(),
+                resource: resource.clone(),
+                usage: usage.clone(),
+                limit: limit.clone(),
+            },
+            Error::Worker { message } | Error::InWorker { message } => Self::Worker {
+                message: message.clone(),
             },
             Error::Swap {
                 module,
@@ -366,7 +414,38 @@ impl From<WireError> for Error {
                 kind,
                 message,
             },
-            WireError::Timeout { module, after } => Error::Timeout { module, after },
+            WireError::Timeout {
+                module,
+                after,
+                stopped,
+            } => Error::Timeout {
+                module,
+                after,
+                stopped,
+            },
+            WireError::Abandoned {
+                module,
+                stage,
+                after,
+            } => Error::Abandoned {
+                module,
+                stage,
+                after,
+            },
+            WireError::Exhausted {
+                action,
+                resource,
+                usage,
+                limit,
+            } => Error::Exhausted {
+                action,
+                resource,
+                usage,
+                limit,
+            },
+            WireError::Worker { message } | WireError::Other { message } => {
+                Error::InWorker { message }
+            }
             WireError::Swap {
                 module,
                 version,
@@ -407,7 +486,6 @@ impl From<WireError> for Error {
                     None => io::Error::other(message),
                 },
             },
-            WireError::Other { message } => Error::Worker { message },
         }
     }
 }

@@ -68,6 +68,7 @@ const MAX_EXECUTORS: usize = 64;
 /// }
 /// ```
 pub fn worker_main() -> ExitCode {
+    bound_malloc_arenas();
     let fd = match std::env::var(WORKER_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
@@ -112,6 +113,31 @@ pub fn worker_main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "sandbox worker: {e}");
             ExitCode::from(70)
         }
+    }
+}
+
+/// Most malloc arenas the worker's allocator keeps (`M_ARENA_MAX`).
+///
+/// The worker's memory limit is `RLIMIT_AS`, which counts address space, not
+/// memory in use. glibc gives each thread that allocates an arena of its own
+/// (up to 8 × cores), and each arena reserves 64 MiB of address space up
+/// front: 20 threads serving pipelined calls took a worker from 89 MiB to
+/// 510 MiB of its 512 MiB, with little of it used, and the next library
+/// could not be mapped. Two arenas bound that for any number of threads, at
+/// the cost of some contention between threads allocating at once (calls
+/// to one module are serialized anyway). `RLIMIT_AS` stays the limit (not
+/// `RLIMIT_DATA`): it is the one that also bounds `mmap`, which a module
+/// can call directly.
+const MALLOC_ARENAS: libc::c_int = 2;
+
+/// Caps the allocator's arenas ([`MALLOC_ARENAS`]); first thing in `main`,
+/// before any thread allocates.
+fn bound_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX takes
+    // any positive count, and this runs while the process has one thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
     }
 }
 
@@ -360,7 +386,9 @@ fn configure(
     drop(work_dir);
 
     let dispatch = tracing::Dispatch::new(logs::Forward::new(Arc::clone(outbox), config.log_level));
-    let runtime = InProcess::new().launch_here(&LaunchSpec::new(config.sandbox.clone(), "lib"));
+    let mut spec = LaunchSpec::new(config.sandbox.clone(), "lib");
+    spec.lifecycle_timeout = config.lifecycle_timeout;
+    let runtime = InProcess::new().launch_here(&spec);
     outbox.send(&FromWorker::Configured(Ok(report)));
     Ok(State {
         runtime,
@@ -401,7 +429,9 @@ fn answer(state: &State, id: u64, op: Op, fd: Option<OwnedFd>) -> FromWorker {
 fn handle(state: &State, op: Op, fd: Option<OwnedFd>) -> Result<Answer> {
     let rt = &state.runtime;
     Ok(match op {
-        Op::Load { version, artifact } => Answer::Meta(load(state, fd, &artifact, version)?),
+        Op::Load { version, artifact } => {
+            Answer::Meta(load(state, fd, &artifact, version).map_err(|e| exhausted(e, &artifact))?)
+        }
         Op::Swap { swap, steps } => {
             let steps: Vec<SwapStep> = steps
                 .into_iter()
@@ -454,8 +484,10 @@ fn load(
 ) -> Result<crate::ModuleMeta> {
     use std::os::fd::AsRawFd;
     let Some(fd) = fd else {
+        // The descriptor is dropped by the kernel when the worker has no
+        // room for it (`exhausted` tells); anything else is a host bug.
         return Err(Error::Worker {
-            message: "a load request came without the artifact".into(),
+            message: "a load request came without the artifact's descriptor".into(),
         });
     };
     let direct = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
@@ -502,6 +534,101 @@ fn load(
     let result = state.runtime.load(&staged, version);
     let _ = std::fs::remove_file(&staged);
     result.map_err(|e| rename(e, artifact))
+}
+
+/// Turns a failed load into [`Error::Exhausted`] when the worker is out of
+/// address space or descriptors: the dynamic loader says "failed to map
+/// segment from shared object" or "cannot allocate memory" when `mmap`
+/// hits `RLIMIT_AS`, and a descriptor sent with the request is dropped when
+/// the worker is at `RLIMIT_NOFILE`. Those are the sandbox's limits, not
+/// its source, at fault.
+fn exhausted(e: Error, artifact: &Path) -> Error {
+    let action = format!("cannot load `{}`", artifact.display());
+    let (address_space, files) = match &e {
+        Error::Load { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            let nomem = m.contains("cannot allocate memory") || m.contains("out of memory");
+            (
+                nomem || (m.contains("failed to map segment") && near_address_space_limit()),
+                m.contains("too many open files"),
+            )
+        }
+        Error::Io { source, .. } => (
+            source.raw_os_error() == Some(libc::ENOMEM),
+            source.raw_os_error() == Some(libc::EMFILE),
+        ),
+        Error::Worker { .. } => (false, true),
+        _ => (false, false),
+    };
+    if address_space {
+        let usage = match (vm_size(), limit_of(rustix::process::Resource::As)) {
+            (Some(used), Some(limit)) => format!(
+                "{} MiB of address space in use of its {} MiB",
+                used >> 20,
+                limit >> 20
+            ),
+            _ => "the kernel refused to map more memory".to_owned(),
+        };
+        return Error::Exhausted {
+            action,
+            resource: "address space".into(),
+            usage,
+            limit: "memory_bytes".into(),
+        };
+    }
+    if files {
+        let limit = limit_of(rustix::process::Resource::Nofile);
+        let open = std::fs::read_dir("/proc/self/fd").map(|d| d.count());
+        let at_limit = match (&open, limit) {
+            (Err(e), _) => e.raw_os_error() == Some(libc::EMFILE),
+            // Reading the folder took a descriptor of its own.
+            (Ok(n), Some(limit)) => (*n as u64).saturating_add(2) >= limit,
+            (Ok(_), None) => false,
+        };
+        if at_limit {
+            let usage = match (open, limit) {
+                (Ok(n), Some(limit)) => format!(
+                    "{} of its {limit} open files in use; a module keeps files open",
+                    n.saturating_sub(1)
+                ),
+                (_, Some(limit)) => {
+                    format!("all {limit} of its open files in use; a module keeps files open")
+                }
+                _ => "every open file it may have in use".to_owned(),
+            };
+            return Error::Exhausted {
+                action,
+                resource: "file descriptors".into(),
+                usage,
+                limit: "open_files".into(),
+            };
+        }
+    }
+    e
+}
+
+/// This process's soft limit on `resource` (`None`: unlimited or unknown).
+fn limit_of(resource: rustix::process::Resource) -> Option<u64> {
+    rustix::process::getrlimit(resource).current
+}
+
+/// This process's address space (`VmSize`), in bytes.
+fn vm_size() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
+/// Whether this process uses more than three quarters of its `RLIMIT_AS`
+/// (a library's segments are mapped in one go, so a load fails well
+/// before the last byte).
+fn near_address_space_limit() -> bool {
+    match (vm_size(), limit_of(rustix::process::Resource::As)) {
+        (Some(used), Some(limit)) => used.saturating_mul(4) > limit.saturating_mul(3),
+        // Nothing to tell by: the loader's message is all there is.
+        _ => true,
+    }
 }
 
 /// Puts the host's artifact path into errors that name the staged copy.

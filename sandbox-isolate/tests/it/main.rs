@@ -2,6 +2,7 @@
 //! built by real cargo (shared target dir, see `sandbox-testkit`) and real
 //! worker processes.
 
+mod deadlines;
 mod hostile;
 mod inprocess;
 mod jail;
