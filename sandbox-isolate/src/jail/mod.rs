@@ -57,7 +57,7 @@ pub use landlock_rules::{
     apply_worker_layers, prepare_worker_layers, FsRules, LayerReport, PreparedLayers, WorkerLayers,
     SYSTEM_READ_ONLY,
 };
-pub use probe::{probe, JailSupport};
+pub use probe::{probe, AppliedLayers, JailSupport};
 pub use seccomp::SeccompProfile;
 pub use uid::{UidSlot, UID_SLOT_BASE, UID_SLOT_COUNT};
 

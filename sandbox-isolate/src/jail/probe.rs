@@ -151,3 +151,59 @@ pub(crate) fn landlock_abi() -> u32 {
         0
     }
 }
+
+/// The jail layers applied to one worker — what `info` reports — as
+/// opposed to what the kernel offers ([`JailSupport`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedLayers {
+    /// The namespaces the worker runs in: `user`, `pid`, `mount`, `ipc`,
+    /// `uts` and, unless it may use the network, `net`.
+    pub namespaces: Vec<String>,
+    /// Whether it runs under a uid of its own (the host is root), so
+    /// `RLIMIT_NPROC` binds and it owns nothing of the host's.
+    pub own_uid: bool,
+    /// How landlock was enforced: `"full"`, `"partial"` or `"none"`.
+    pub landlock: String,
+    /// Whether signals and abstract unix sockets are scoped (landlock ABI 6).
+    pub landlock_scopes: bool,
+    /// Whether the seccomp filter is installed.
+    pub seccomp: bool,
+    /// `no_new_privs` is set on every worker.
+    pub no_new_privs: bool,
+    /// Whether it may use the network.
+    pub network: bool,
+}
+
+impl AppliedLayers {
+    /// The layers of a worker started with `support` from the kernel,
+    /// `network` or not, with a uid of its own or not, that reported
+    /// `report` after jailing itself.
+    pub fn of_worker(
+        support: &JailSupport,
+        network: bool,
+        own_uid: bool,
+        report: &super::LayerReport,
+    ) -> Self {
+        let namespaces = [
+            ("user", support.user_ns),
+            ("pid", support.pid_ns),
+            ("mount", support.mount_ns),
+            ("ipc", support.ipc_ns),
+            ("uts", support.uts_ns),
+            ("net", support.net_ns && !network),
+        ]
+        .into_iter()
+        .filter(|(_, applied)| *applied)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+        Self {
+            namespaces,
+            own_uid: own_uid && support.root,
+            landlock: report.landlock.clone(),
+            landlock_scopes: report.landlock_scopes,
+            seccomp: report.seccomp,
+            no_new_privs: true,
+            network,
+        }
+    }
+}
