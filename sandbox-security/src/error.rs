@@ -118,8 +118,22 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn denied_message(profile: Profile, findings: &[Finding]) -> String {
+    // The strictest profile that would allow every finding.
+    let allowing = Profile::ALL
+        .into_iter()
+        .filter(|p| *p > profile)
+        .find(|p| {
+            let permissions = p.permissions();
+            findings.iter().all(|f| permissions.permits(&f.capability))
+        })
+        .unwrap_or(Profile::Trusted);
+    let way_out = if allowing == Profile::Trusted {
+        "or declare the source trusted (profile trusted: built and run outside the jail) only if it is your own".to_owned()
+    } else {
+        format!("or choose profile {allowing}, which allows them")
+    };
     let mut message = format!(
-        "source refused under profile {profile} ({} violation{}); remove these uses or choose a less strict profile:",
+        "source refused under profile {profile} ({} violation{}); remove these uses, {way_out}:",
         findings.len(),
         if findings.len() == 1 { "" } else { "s" }
     );

@@ -33,11 +33,13 @@ pub enum CapabilityKind {
     ProcMacro,
     /// See [`Capability::Dependency`].
     Dependency,
+    /// See [`Capability::CargoConfig`].
+    CargoConfig,
 }
 
 impl CapabilityKind {
     /// Every kind.
-    pub const ALL: [CapabilityKind; 10] = [
+    pub const ALL: [CapabilityKind; 11] = [
         CapabilityKind::Unsafe,
         CapabilityKind::ExternBlock,
         CapabilityKind::Linkage,
@@ -48,6 +50,7 @@ impl CapabilityKind {
         CapabilityKind::BuildScript,
         CapabilityKind::ProcMacro,
         CapabilityKind::Dependency,
+        CapabilityKind::CargoConfig,
     ];
 }
 
@@ -79,6 +82,10 @@ pub enum Capability {
     /// A dependency (by package name) that is not on the allow-list, or comes
     /// from git.
     Dependency(String),
+    /// Cargo configuration or a toolchain override in the source root
+    /// (`.cargo/config.toml`, `rust-toolchain.toml`): it can name programs
+    /// cargo runs (a rustc wrapper, a linker, a runner).
+    CargoConfig,
 }
 
 impl Capability {
@@ -95,6 +102,7 @@ impl Capability {
             Capability::BuildScript => CapabilityKind::BuildScript,
             Capability::ProcMacro => CapabilityKind::ProcMacro,
             Capability::Dependency(_) => CapabilityKind::Dependency,
+            Capability::CargoConfig => CapabilityKind::CargoConfig,
         }
     }
 
@@ -111,6 +119,7 @@ impl Capability {
             Capability::BuildScript => "a build script",
             Capability::ProcMacro => "a procedural macro crate",
             Capability::Dependency(_) => "a dependency not on the allow-list",
+            Capability::CargoConfig => "build configuration that can run programs",
         }
     }
 }
@@ -150,7 +159,7 @@ impl fmt::Display for Finding {
 pub struct ScanReport {
     /// Every finding, ordered by file, line and column.
     pub findings: Vec<Finding>,
-    /// How many files (`.rs` and `Cargo.toml`) were read.
+    /// How many files (`.rs`, `Cargo.toml`, cargo configuration) were read.
     pub files_scanned: usize,
 }
 

@@ -1,25 +1,41 @@
 //! Security for sandboxes: what source code may do, and a record of what
 //! was done.
 //!
-//! - **Policy scan** — [`SourcePolicy`], the default [`Policy`], reads a
-//!   sandbox's source tree as syntax (via `syn`) and its manifests (via
-//!   `toml`) and reports every use of a [`Capability`]: `unsafe`, `extern`
-//!   blocks, `std::process`, `std::net`, `std::fs`, `std::env`, build scripts,
-//!   proc macros and dependencies off the allow-list, each with file, line and
-//!   column.
+//! - **Policy scan** — [`SourcePolicy`], the default [`Policy`], reads every
+//!   file cargo reads to build a sandbox's source tree — its packages'
+//!   manifests, targets and build scripts, the modules they declare (with
+//!   `#[path]`), path dependencies and workspace members, hidden folders
+//!   included — as syntax (via `syn`) and as manifests (via `toml`), and
+//!   reports every use of a [`Capability`]: `unsafe`, `extern` blocks,
+//!   `std::process`, `std::net`, `std::fs`, `std::env`, build scripts, proc
+//!   macros, dependencies off the allow-list and cargo configuration, each
+//!   with file, line and column.
 //! - **Profiles** — [`Profile::High`] (untrusted), [`Profile::Medium`],
-//!   [`Profile::Trusted`] (the only one built and run outside a jail) map to [`Permissions`]: the capabilities
-//!   allowed, network and file system access, and whether the build may run
-//!   outside a jail. [`Policy::check`] refuses source with [`Error::Denied`].
+//!   [`Profile::Trusted`] (the only one built and run outside a jail) map to
+//!   [`Permissions`]: the capabilities allowed, network and file system
+//!   access, and whether the build may run outside a jail.
+//!   [`Policy::check`] refuses source with [`Error::Denied`].
 //! - **Audit log** — [`AuditLog`], a tamper-evident append-only JSON-lines
 //!   file chained by SHA-256.
 //! - **Rate limiting** — [`RateLimiter`], a token bucket per key on an
 //!   injectable [`Clock`].
 //!
-//! Who uses it: `sandbox-core` checks a sandbox's source before compiling
-//! it and audits operations; `sandbox-cli check` prints the findings. The
-//! scan is a gate, not a jail: it refuses source that asks for more than its
-//! profile allows, while the kernel-enforced limits live in `sandbox-isolate`.
+//! Who uses it: `sandbox-core`'s `Manager` checks a sandbox's source against
+//! its profile before every build, and appends every create, build, reload,
+//! rollback, restart, crash and destroy to an [`AuditLog`] when its
+//! configuration names one (`sandbox run` keeps one in its cache folder).
+//! `sandbox check DIR --profile P` prints a scan's findings as cargo-style
+//! diagnostics and fails when the profile refuses them; `sandbox audit
+//! verify FILE` checks a log's chain.
+//!
+//! **The scan is advice; the jail is the guarantee.** A scan sees source,
+//! not what macros expand to; a name assembled by a macro or a procedural
+//! macro can escape it, and a compiler soundness hole lets safe code reach
+//! any memory (even forbidding `unsafe` cannot stop that). So nothing trusts
+//! source because its scan was clean: every profile but
+//! [`Profile::Trusted`] builds and runs in the jail of `sandbox-isolate`,
+//! whose limits the kernel enforces. The scan tells authors and operators
+//! what a tree asks for, and refuses it early when the profile forbids it.
 //! Writing a plugin? You want the plugin API crate, `sandbox-plugin`.
 //!
 //! ```

@@ -16,31 +16,128 @@ use crate::{Capability, Error, Finding, Result};
 /// `std`/`core`/`alloc` `::process`, `::net`, `::fs`, `::env` (also through
 /// `::std`, `use std::{fs, net}`, globs, and aliases of the crate roots), the
 /// `include!`/`env!` macro families and `#[path]` attributes leaving the
-/// source tree. Macro bodies are scanned token by token.
+/// source tree. Macro bodies and macro arguments are scanned token by token
+/// (see "Macros" below).
+///
+/// # Macros
+///
+/// The scan reads source, not its expansion. What it does see of macros:
+/// every token of a `macro_rules!` body and of every macro invocation is
+/// searched for the same paths, `unsafe`, `extern` blocks and attributes;
+/// a path whose first segment is a metavariable (`$root::process`) counts as
+/// a path of a crate root; and a macro whose body builds a crate-root path
+/// from an argument (`std::$module`) has every invocation searched for the
+/// sensitive module names (`process`, `net`, `fs`, `env`) — within this file
+/// here, across the tree with [`SourcePolicy`](crate::SourcePolicy). Names
+/// assembled in other ways (by procedural macros, `concat_idents!`, nested
+/// macro layers) are not seen: the scan is advice, the jail is the guarantee.
 pub fn scan_rust(file: &Path, source: &str) -> Result<Vec<Finding>> {
-    let ast = syn::parse_file(source).map_err(|e| {
-        let start = e.span().start();
-        Error::Parse {
-            file: file.to_owned(),
-            line: u32::try_from(start.line).unwrap_or(u32::MAX),
-            column: u32::try_from(start.column + 1).unwrap_or(u32::MAX),
-            message: e.to_string(),
-        }
-    })?;
+    let scanned = scan_rust_file(file, source)?;
+    let mut findings: Vec<Finding> = scanned.resolve_builders(&scanned.builders).collect();
+    findings.extend(scanned.findings);
+    findings.sort();
+    findings.dedup();
+    Ok(findings)
+}
+
+/// A `mod name;` declaration (without a body) found in a file.
+#[derive(Debug, Clone)]
+pub(crate) struct ModDecl {
+    /// The enclosing inline modules (`mod a { mod b { mod name; } }` gives
+    /// `["a", "b"]`), each as its `#[path]` value when it has one.
+    pub inline: Vec<String>,
+    /// The module's name.
+    pub name: String,
+    /// Its `#[path = ".."]` values (also those under `cfg_attr`).
+    pub paths: Vec<String>,
+}
+
+/// An invocation of a macro, with the findings it would have if the macro
+/// builds crate-root paths from its arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct Invocation {
+    /// The macro's name (the last segment of its path).
+    pub name: String,
+    /// A finding per sensitive module name among its argument tokens.
+    pub findings: Vec<Finding>,
+}
+
+/// What the scan of one file found, and what it points at.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RustFile {
+    pub findings: Vec<Finding>,
+    /// Out-of-line module declarations: files to scan next.
+    pub mods: Vec<ModDecl>,
+    /// Literal arguments of `include!`: files to scan next.
+    pub includes: Vec<String>,
+    /// `macro_rules!` names whose body builds a crate-root path from an argument.
+    pub builders: Vec<String>,
+    /// Every macro invocation with sensitive module names in its arguments.
+    pub invocations: Vec<Invocation>,
+}
+
+impl RustFile {
+    /// The findings of the invocations of `builders`.
+    pub fn resolve_builders<'a>(
+        &'a self,
+        builders: &'a [String],
+    ) -> impl Iterator<Item = Finding> + 'a {
+        self.invocations
+            .iter()
+            .filter(|i| builders.contains(&i.name))
+            .flat_map(|i| i.findings.iter().cloned())
+    }
+}
+
+fn parse_error(file: &Path, span: Span, message: String) -> Error {
+    let start = span.start();
+    Error::Parse {
+        file: file.to_owned(),
+        line: u32::try_from(start.line).unwrap_or(u32::MAX),
+        column: u32::try_from(start.column + 1).unwrap_or(u32::MAX),
+        message,
+    }
+}
+
+fn new_scanner<'a>(file: &'a Path, roots: BTreeSet<String>) -> Scanner<'a> {
+    Scanner {
+        file,
+        roots,
+        findings: Vec::new(),
+        inline: Vec::new(),
+        out: RustFile::default(),
+    }
+}
+
+/// Scans one file as a module (see [`scan_rust`]) and collects what it
+/// points at: `mod` declarations, `include!`s and macros.
+pub(crate) fn scan_rust_file(file: &Path, source: &str) -> Result<RustFile> {
+    let ast = syn::parse_file(source).map_err(|e| parse_error(file, e.span(), e.to_string()))?;
     let mut aliases = Aliases {
         roots: ["std", "core", "alloc"].map(String::from).into(),
     };
     aliases.visit_file(&ast);
-    let mut scanner = Scanner {
-        file,
-        roots: aliases.roots,
-        findings: Vec::new(),
-    };
+    let mut scanner = new_scanner(file, aliases.roots);
     scanner.visit_file(&ast);
-    let mut findings = scanner.findings;
-    findings.sort();
-    findings.dedup();
-    Ok(findings)
+    let mut out = scanner.out;
+    out.findings = scanner.findings;
+    Ok(out)
+}
+
+/// Scans a file that is not a whole module (the target of an `include!`,
+/// often an expression) as tokens.
+pub(crate) fn scan_rust_fragment(file: &Path, source: &str) -> Result<RustFile> {
+    if let Ok(scanned) = scan_rust_file(file, source) {
+        return Ok(scanned);
+    }
+    let tokens: TokenStream = source
+        .parse()
+        .map_err(|e: proc_macro2::LexError| parse_error(file, e.span(), e.to_string()))?;
+    let mut scanner = new_scanner(file, ["std", "core", "alloc"].map(String::from).into());
+    scanner.scan_tokens(tokens);
+    let mut out = scanner.out;
+    out.findings = scanner.findings;
+    Ok(out)
 }
 
 /// Collects names bound to a crate root (`use std as s;`, `extern crate core as c;`).
@@ -90,6 +187,62 @@ struct Scanner<'a> {
     file: &'a Path,
     roots: BTreeSet<String>,
     findings: Vec<Finding>,
+    /// The inline modules around the item being visited.
+    inline: Vec<String>,
+    out: RustFile,
+}
+
+/// The string values of `#[path = ".."]` and `#[cfg_attr(.., path = "..")]`.
+fn path_attributes(attrs: &[syn::Attribute]) -> Vec<String> {
+    let mut paths = Vec::new();
+    for attr in attrs {
+        if attr.path().is_ident("path") {
+            if let syn::Meta::NameValue(syn::MetaNameValue {
+                value:
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(lit),
+                        ..
+                    }),
+                ..
+            }) = &attr.meta
+            {
+                paths.push(lit.value());
+            }
+        } else if attr.path().is_ident("cfg_attr") {
+            if let syn::Meta::List(list) = &attr.meta {
+                let trees: Vec<TokenTree> = list.tokens.clone().into_iter().collect();
+                for window in trees.windows(3) {
+                    if let [TokenTree::Ident(name), TokenTree::Punct(eq), TokenTree::Literal(lit)] =
+                        window
+                    {
+                        if name == "path" && eq.as_char() == '=' {
+                            if let Ok(syn::Lit::Str(lit)) =
+                                syn::parse_str::<syn::Lit>(&lit.to_string())
+                            {
+                                paths.push(lit.value());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    paths
+}
+
+/// Whether a `macro_rules!` body builds a crate-root path from a
+/// metavariable: `std :: $x`, `core :: $x`, ...
+fn builds_root_paths(tokens: TokenStream, roots: &BTreeSet<String>) -> bool {
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    trees.iter().enumerate().any(|(i, tree)| match tree {
+        TokenTree::Group(group) => builds_root_paths(group.stream(), roots),
+        TokenTree::Ident(ident) if roots.contains(&ident.to_string()) => matches!(
+            (trees.get(i + 1), trees.get(i + 2), trees.get(i + 3)),
+            (Some(TokenTree::Punct(a)), Some(TokenTree::Punct(b)), Some(TokenTree::Punct(d)))
+                if a.as_char() == ':' && b.as_char() == ':' && d.as_char() == '$'
+        ),
+        _ => false,
+    })
 }
 
 /// Module names under a crate root (or under `os::<platform>`) that grant a capability.
@@ -226,8 +379,14 @@ impl Scanner<'_> {
                     if name == "unsafe" {
                         self.report(Capability::Unsafe, ident.span(), "`unsafe` in a macro body");
                     } else if name == "extern"
-                        && matches!(next, Some(TokenTree::Literal(_)))
-                        && matches!(trees.get(i + 2), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Brace)
+                        && {
+                            // `extern { .. }`, `extern "C" { .. }`, `extern $abi { .. }`
+                            let brace = |k: usize| matches!(trees.get(k), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Brace);
+                            brace(i + 1)
+                                || (matches!(next, Some(TokenTree::Literal(_))) && brace(i + 2))
+                                || (matches!(next, Some(TokenTree::Punct(p)) if p.as_char() == '$')
+                                    && brace(i + 3))
+                        }
                     {
                         self.report(
                             Capability::ExternBlock,
@@ -260,9 +419,60 @@ impl Scanner<'_> {
                         continue;
                     }
                 }
+                TokenTree::Punct(dollar) if dollar.as_char() == '$' => {
+                    // `$root :: process :: ..`: a path whose root is a
+                    // macro argument may well be `std`.
+                    if let (
+                        Some(TokenTree::Ident(var)),
+                        Some(TokenTree::Punct(a)),
+                        Some(TokenTree::Punct(b)),
+                        Some(TokenTree::Ident(module)),
+                    ) = (
+                        trees.get(i + 1),
+                        trees.get(i + 2),
+                        trees.get(i + 3),
+                        trees.get(i + 4),
+                    ) {
+                        if a.as_char() == ':' && b.as_char() == ':' {
+                            if let Some(cap) = sensitive_module(&module.to_string()) {
+                                self.report(
+                                    cap,
+                                    dollar.span(),
+                                    format!("`${var}::{module}` in a macro body"),
+                                );
+                            }
+                        }
+                    }
+                }
                 TokenTree::Punct(_) | TokenTree::Literal(_) => {}
             }
             i += 1;
+        }
+    }
+
+    /// Sensitive module names among the tokens of a macro's arguments, as
+    /// findings that count if the macro builds paths from them.
+    fn argument_findings(&self, macro_name: &str, tokens: TokenStream, out: &mut Vec<Finding>) {
+        for tree in tokens {
+            match tree {
+                TokenTree::Group(group) => self.argument_findings(macro_name, group.stream(), out),
+                TokenTree::Ident(ident) => {
+                    let name = ident.to_string();
+                    if let Some(capability) = sensitive_module(&name) {
+                        let start = ident.span().start();
+                        out.push(Finding {
+                            capability,
+                            file: self.file.to_owned(),
+                            line: u32::try_from(start.line).unwrap_or(u32::MAX),
+                            column: u32::try_from(start.column + 1).unwrap_or(u32::MAX),
+                            detail: format!(
+                                "`{name}` passed to `{macro_name}!`, which builds `std::` paths from its arguments"
+                            ),
+                        });
+                    }
+                }
+                TokenTree::Punct(_) | TokenTree::Literal(_) => {}
+            }
         }
     }
 
@@ -425,10 +635,54 @@ impl<'ast> Visit<'ast> for Scanner<'_> {
         visit::visit_path(self, path);
     }
 
+    fn visit_item_mod(&mut self, node: &'ast syn::ItemMod) {
+        let paths = path_attributes(&node.attrs);
+        match &node.content {
+            None => self.out.mods.push(ModDecl {
+                inline: self.inline.clone(),
+                name: node.ident.to_string(),
+                paths,
+            }),
+            Some(_) => {
+                let segment = paths
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| node.ident.to_string());
+                self.inline.push(segment);
+                visit::visit_item_mod(self, node);
+                self.inline.pop();
+                return;
+            }
+        }
+        visit::visit_item_mod(self, node);
+    }
+
+    fn visit_item_macro(&mut self, node: &'ast syn::ItemMacro) {
+        if let (Some(name), true) = (&node.ident, node.mac.path.is_ident("macro_rules")) {
+            if builds_root_paths(node.mac.tokens.clone(), &self.roots) {
+                self.out.builders.push(name.to_string());
+            }
+        }
+        visit::visit_item_macro(self, node);
+    }
+
     fn visit_macro(&mut self, mac: &'ast syn::Macro) {
         if let Some(last) = mac.path.segments.last() {
-            if let Some(cap) = sensitive_macro(&last.ident.to_string()) {
+            let name = last.ident.to_string();
+            if let Some(cap) = sensitive_macro(&name) {
                 self.report(cap, last.ident.span(), format!("`{}!`", last.ident));
+            }
+            if name == "include" {
+                if let Ok(lit) = syn::parse2::<syn::LitStr>(mac.tokens.clone()) {
+                    self.out.includes.push(lit.value());
+                }
+            }
+            if name != "macro_rules" {
+                let mut findings = Vec::new();
+                self.argument_findings(&name, mac.tokens.clone(), &mut findings);
+                if !findings.is_empty() {
+                    self.out.invocations.push(Invocation { name, findings });
+                }
             }
         }
         self.scan_tokens(mac.tokens.clone());

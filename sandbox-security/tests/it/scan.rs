@@ -185,7 +185,150 @@ fn a_build_script_is_flagged() -> anyhow::Result<()> {
 }
 
 #[test]
-fn target_and_hidden_directories_are_skipped() -> anyhow::Result<()> {
+fn hidden_path_dependencies_their_build_scripts_and_members_are_scanned() -> anyhow::Result<()> {
+    let dir = tree(&[
+        (
+            "Cargo.toml",
+            "[package]\nname = \"app\"\n\n[dependencies]\nx = { path = \".vendor/x\" }\n\n\
+             [workspace]\nmembers = [\".crates/*\"]\n",
+        ),
+        ("src/lib.rs", "pub fn f() -> u32 { x::id() }\n"),
+        (
+            ".vendor/x/Cargo.toml",
+            "[package]\nname = \"x\"\nbuild = \"tools/gen.rs\"\n",
+        ),
+        (
+            ".vendor/x/tools/gen.rs",
+            "fn main() {\n    let _ = std::net::TcpStream::connect(\"127.0.0.1:9\");\n}\n",
+        ),
+        (
+            ".vendor/x/src/lib.rs",
+            "pub fn id() -> u32 {\n    unsafe { 7 }\n}\n",
+        ),
+        (".crates/m/Cargo.toml", "[package]\nname = \"m\"\n"),
+        (
+            ".crates/m/build.rs",
+            "fn main() {\n    std::process::Command::new(\"sh\");\n}\n",
+        ),
+        // Not part of the crate graph: not what cargo reads.
+        (".notes/draft.rs", "fn f() { unsafe {} }\n"),
+    ])?;
+    let report = SourcePolicy::new().scan(dir.path())?;
+    assert_eq!(
+        render(&report),
+        "\
+.crates/m/build.rs:1:1: `build.rs` (a build script)
+.crates/m/build.rs:2:5: `std::process` (process creation)
+.vendor/x/Cargo.toml:3:9: `build = \"tools/gen.rs\"` (a build script)
+.vendor/x/src/lib.rs:2:5: `unsafe` block (unsafe code)
+.vendor/x/tools/gen.rs:2:13: `std::net` (network access)
+Cargo.toml:5:1: `x` (a dependency not on the allow-list)
+"
+    );
+    assert_eq!(report.files_scanned, 7, "{report:?}");
+    Ok(())
+}
+
+#[test]
+fn path_modules_are_followed_from_the_right_directory() -> anyhow::Result<()> {
+    let dir = tree(&[
+        ("Cargo.toml", "[package]\nname = \"p\"\n"),
+        (
+            "src/lib.rs",
+            "#[path = \".gen/imp.rs\"]\nmod imp;\nmod a;\n#[cfg_attr(unix, path = \".os/unix.rs\")]\nmod os;\n",
+        ),
+        // A `#[path]` file owns its folder: its `mod child;` is next to it.
+        ("src/.gen/imp.rs", "mod child;\n"),
+        ("src/.gen/child.rs", "pub fn f() {\n    unsafe {}\n}\n"),
+        ("src/.os/unix.rs", "pub use std::env::var;\n"),
+        // In a non-mod-rs file, a top-level `#[path]` is relative to its
+        // folder, one inside an inline module to `a/<inline>/`.
+        (
+            "src/a.rs",
+            "#[path = \".b.rs\"]\nmod b;\nmod inline {\n    #[path = \".deep.rs\"]\n    mod deep;\n}\n",
+        ),
+        ("src/.b.rs", "pub fn g() {\n    let _ = std::process::id();\n}\n"),
+        ("src/a/inline/.deep.rs", "pub use std::net::TcpStream;\n"),
+        ("src/a/.unused.rs", "pub use std::fs::File;\n"),
+    ])?;
+    let report = SourcePolicy::new().scan(dir.path())?;
+    assert_eq!(
+        render(&report),
+        "\
+src/.b.rs:2:13: `std::process` (process creation)
+src/.gen/child.rs:2:5: `unsafe` block (unsafe code)
+src/.os/unix.rs:1:9: `std::env` (environment access)
+src/a/inline/.deep.rs:1:9: `std::net` (network access)
+"
+    );
+    Ok(())
+}
+
+#[test]
+fn macro_rules_bodies_and_paths_built_from_arguments_are_flagged() -> anyhow::Result<()> {
+    let dir = tree(&[
+        ("Cargo.toml", "[package]\nname = \"p\"\n"),
+        ("src/lib.rs", "#[macro_use]\nmod macros;\nmod uses;\n"),
+        (
+            "src/macros.rs",
+            r#"macro_rules! spawn {
+    () => { ::std::process::Command::new("sh").spawn() };
+}
+macro_rules! build {
+    ($m:ident) => { std::$m::Command::new("sh") };
+}
+macro_rules! via {
+    ($root:ident) => { $root::net::TcpStream::connect("127.0.0.1:9") };
+}
+macro_rules! ffi {
+    ($abi:literal) => { extern $abi { fn system(cmd: *const u8) -> i32; } };
+}
+"#,
+        ),
+        (
+            "src/uses.rs",
+            "pub fn f() {\n    let _ = build!(process);\n    let _ = via!(std);\n    let _ = vec![process];\n}\n",
+        ),
+    ])?;
+    let report = SourcePolicy::new().scan(dir.path())?;
+    assert_eq!(
+        render(&report),
+        "\
+src/macros.rs:2:15: `std::process` (process creation)
+src/macros.rs:8:24: `$root::net` in a macro body (network access)
+src/macros.rs:11:25: `extern` block in a macro body (foreign function declarations)
+src/uses.rs:2:20: `process` passed to `build!`, which builds `std::` paths from its arguments (process creation)
+"
+    );
+    Ok(())
+}
+
+#[test]
+fn cargo_configuration_in_the_root_is_flagged() -> anyhow::Result<()> {
+    let dir = tree(&[
+        ("Cargo.toml", "[package]\nname = \"p\"\n"),
+        (
+            ".cargo/config.toml",
+            "[build]\nrustc-wrapper = \"./wrap.sh\"\n",
+        ),
+        (
+            "rust-toolchain.toml",
+            "[toolchain]\nchannel = \"nightly\"\n",
+        ),
+    ])?;
+    let report = SourcePolicy::new().scan(dir.path())?;
+    assert_eq!(
+        render(&report),
+        "\
+.cargo/config.toml:1:1: `.cargo/config.toml` (cargo configuration) (build configuration that can run programs)
+rust-toolchain.toml:1:1: `rust-toolchain.toml` (a toolchain override) (build configuration that can run programs)
+"
+    );
+    Ok(())
+}
+
+#[test]
+fn hidden_directories_outside_the_crate_graph_and_target_are_skipped() -> anyhow::Result<()> {
     let dir = tree(&[
         ("src/lib.rs", "pub fn f() {}\n"),
         ("target/debug/build/out.rs", "fn f() { unsafe {} }\n"),
