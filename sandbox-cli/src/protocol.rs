@@ -81,22 +81,80 @@ impl Request {
     }
 }
 
-/// Parses one line; on failure returns the error line to print.
-pub fn parse(line: &str) -> Result<Request, Value> {
-    serde_json::from_str(line).map_err(|e| {
-        // Echo the id when the line was JSON with an id but a bad shape.
-        let id = serde_json::from_str::<Value>(line)
-            .ok()
-            .and_then(|v| v.get("id").cloned());
-        let message = if serde_json::from_str::<Value>(line).is_err() {
-            format!("the line is not JSON ({e}); send one JSON object per line")
-        } else {
-            format!(
-                "bad request: {e}; ops are call, info, reload, versions, rollback, restart, quit"
-            )
-        };
-        error_line(id, "bad_request", "request", "fix_request", &message, None)
+/// The longest request line read whole, in bytes (1 MiB). The rest of a
+/// longer line is skipped and the line is answered with a `bad_request`.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The ops, as error messages list them.
+const OPS: &str = "ops are call, info, reload, versions, rollback, restart, quit";
+
+/// Parses one line (raw bytes, without its newline); on failure returns the
+/// error line to print, echoing the line's top-level `id` when it can be read.
+pub fn parse(line: &[u8]) -> Result<Request, Value> {
+    let text = match std::str::from_utf8(line) {
+        Ok(text) => text,
+        Err(e) => {
+            let message = format!(
+                "the line is not valid UTF-8 (an invalid byte at offset {}); send one JSON object per line, encoded as UTF-8",
+                e.valid_up_to()
+            );
+            return Err(bad_request(readable_id(&String::from_utf8_lossy(line)), &message));
+        }
+    };
+    serde_json::from_str(text).map_err(|e| match serde_json::from_str::<Value>(text) {
+        Ok(value) => bad_request(
+            value.get("id").cloned(),
+            &format!("bad request: {e}; {OPS}"),
+        ),
+        Err(_) => bad_request(
+            scan_id(text),
+            &format!("the line is not JSON ({e}); send one JSON object per line"),
+        ),
     })
+}
+
+/// The error line for a line longer than [`MAX_LINE`] bytes (`len` in all),
+/// whose first [`MAX_LINE`] bytes are `head`.
+pub fn too_long(head: &[u8], len: usize) -> Value {
+    let message = format!(
+        "the line is {len} bytes long, over the limit of {MAX_LINE} bytes; it was skipped — send smaller requests (one JSON object per line)"
+    );
+    bad_request(readable_id(&String::from_utf8_lossy(head)), &message)
+}
+
+fn bad_request(id: Option<Value>, message: &str) -> Value {
+    error_line(id, "bad_request", "request", "fix_request", message, None)
+}
+
+/// The top-level `id` of a line that may not be (whole, valid) JSON.
+fn readable_id(text: &str) -> Option<Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => value.get("id").cloned(),
+        Err(_) => scan_id(text),
+    }
+}
+
+/// Reads a JSON object's members in order up to its `id` and returns the
+/// id's value: the id of a line cut short or broken after its id is still
+/// echoed. `None` when the object breaks before its id.
+fn scan_id(text: &str) -> Option<Value> {
+    /// One JSON value at the start of `s` and the bytes it took.
+    fn value_at(s: &str) -> Option<(Value, usize)> {
+        let mut values = serde_json::Deserializer::from_str(s).into_iter::<Value>();
+        let value = values.next()?.ok()?;
+        Some((value, values.byte_offset()))
+    }
+    let mut rest = text.trim_start().strip_prefix('{')?;
+    loop {
+        let (key, used) = value_at(rest)?;
+        let Value::String(key) = key else { return None };
+        rest = rest[used..].trim_start().strip_prefix(':')?;
+        let (value, used) = value_at(rest)?;
+        if key == "id" {
+            return Some(value);
+        }
+        rest = rest[used..].trim_start().strip_prefix(',')?;
+    }
 }
 
 /// A reply line.
@@ -168,15 +226,15 @@ mod tests {
 
     #[test]
     fn malformed_lines_get_a_bad_request_error() {
-        let e = parse("{not json").unwrap_err();
+        let e = parse(b"{not json").unwrap_err();
         assert_eq!(e["type"], "error");
         assert_eq!(e["error"]["kind"], "bad_request");
-        let e = parse(r#"{"op":"fly","id":7}"#).unwrap_err();
+        let e = parse(br#"{"op":"fly","id":7}"#).unwrap_err();
         assert_eq!(
             e["id"], 7,
             "the id of a well-formed but unknown request is echoed"
         );
-        let e = parse(r#"{"op":"call","id":8}"#).unwrap_err();
+        let e = parse(br#"{"op":"call","id":8}"#).unwrap_err();
         assert!(
             e["error"]["message"].as_str().unwrap().contains("module"),
             "{e}"
@@ -184,17 +242,47 @@ mod tests {
     }
 
     #[test]
+    fn a_readable_id_is_echoed_from_a_broken_line() {
+        for (line, id) in [
+            (&br#"{"id": 9, "op": "call", "module": "#[..], json!(9)),
+            (br#"{"op":"call","id":{"n":[1,"x"]},"input":{oops}}"#, json!({"n": [1, "x"]})),
+            (b"{\"id\":\"a\",\"op\":\"info\",\"x\":\"\xff\"}", json!("a")),
+            (b"{\"x\":\"\xff\",\"id\":3}", json!(3)),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert_eq!(e["id"], id, "{}: {e}", String::from_utf8_lossy(line));
+            assert_eq!(e["error"]["kind"], "bad_request");
+        }
+        for line in [&br#"{"op": oops, "id": 4}"#[..], b"[1,2]", b"\xff", b"", b"{"] {
+            let e = parse(line).unwrap_err();
+            assert!(e["id"].is_null(), "no readable id: {e}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_says_where_and_too_long_says_the_limit() {
+        let e = parse(b"{\"op\":\"info\"}\xfe").unwrap_err();
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains("not valid UTF-8") && message.contains("offset 13"), "{e}");
+        let e = too_long(br#"{"id":5,"op":"call","input":"xxxx"#, MAX_LINE + 10);
+        assert_eq!(e["id"], 5);
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&(MAX_LINE + 10).to_string()), "{e}");
+        assert!(message.contains(&MAX_LINE.to_string()), "{e}");
+    }
+
+    #[test]
     fn requests_parse() {
         assert!(matches!(
-            parse(r#"{"op":"call","module":"counter","input":{"add":5},"id":1}"#),
+            parse(br#"{"op":"call","module":"counter","input":{"add":5},"id":1}"#),
             Ok(Request::Call { ref module, .. }) if module == "counter"
         ));
         assert!(matches!(
-            parse(r#"{"op":"rollback","module":"m","version":2}"#),
+            parse(br#"{"op":"rollback","module":"m","version":2}"#),
             Ok(Request::Rollback { version: 2, .. })
         ));
         assert!(matches!(
-            parse(r#"{"op":"quit"}"#),
+            parse(b"{\"op\":\"quit\"}\r"),
             Ok(Request::Quit { id: None })
         ));
     }

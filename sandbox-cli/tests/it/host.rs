@@ -64,9 +64,69 @@ impl Host {
     }
 
     pub fn send_raw(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    /// Writes `bytes` as they are (no newline added).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write");
+        stdin.write_all(bytes).expect("write");
         stdin.flush().expect("flush");
+    }
+
+    /// Sends `requests` (each with a fresh id) in one go and waits for the
+    /// reply to the last; lines read meanwhile are checked and dropped, not
+    /// kept in `seen`. Returns the last reply.
+    pub fn pipeline(&mut self, requests: &[Value], deadline: Duration) -> Value {
+        let mut text = String::new();
+        for request in requests {
+            self.next_id += 1;
+            let mut request = request.clone();
+            request["id"] = json!(self.next_id);
+            text.push_str(&request.to_string());
+            text.push('\n');
+        }
+        let last = json!(self.next_id);
+        self.send_bytes(text.as_bytes());
+        let end = Instant::now() + deadline;
+        loop {
+            match self
+                .lines
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(v) => {
+                    assert!(
+                        v["type"] != "error" && v.get("unparsable").is_none(),
+                        "a pipelined request failed: {v}"
+                    );
+                    if v["id"] == last {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no reply to pipelined request {last} within {deadline:?}"),
+            }
+        }
+    }
+
+    /// Closes stdin and waits up to `deadline` for the process to close its
+    /// stdout (it exits), keeping every line in `seen`; then its exit code.
+    pub fn close_within(&mut self, deadline: Duration) -> i32 {
+        drop(self.stdin.take());
+        let end = Instant::now() + deadline;
+        loop {
+            match self
+                .lines
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(v) => self.seen.push(v),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "`sandbox run` still runs {deadline:?} after the end of its input; last lines: {:?}",
+                    &self.seen[self.seen.len().saturating_sub(3)..]
+                ),
+            }
+        }
+        wait(&mut self.child)
     }
 
     /// Waits up to `deadline` for a line matching `pred` (looking at lines

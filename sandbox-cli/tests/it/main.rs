@@ -4,5 +4,6 @@
 mod host;
 mod new_and_demo;
 mod process;
+mod robust;
 mod run;
 mod trust;
