@@ -1,7 +1,7 @@
 //! A tamper-evident, append-only audit log.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -115,8 +115,11 @@ impl AuditEntry {
 /// rewriting every hash after an edit, is only detectable against a copy of
 /// [`AuditLog::head`] kept elsewhere.
 ///
-/// One `AuditLog` writes a file at a time: [`AuditLog::open`] takes an
-/// exclusive advisory lock and refuses a file that is already open.
+/// Several writers may share one file — threads, several `AuditLog`s, several
+/// processes (hosts sharing a cache folder): each append takes an exclusive
+/// advisory lock (`flock`) on the file, reads and checks the entries other
+/// writers added since its own last one, chains to the newest and writes its
+/// line in one `write`.
 ///
 /// ```
 /// use sandbox_security::{AuditEvent, AuditLog};
@@ -138,10 +141,36 @@ pub struct AuditLog {
 #[derive(Debug)]
 struct State {
     file: File,
+    /// The file's length after the last entry this log read or wrote.
+    len: u64,
     next_seq: u64,
     last_hash: String,
     /// An append failed part way: the file may end in a partial line.
     failed: bool,
+}
+
+/// Holds the file's exclusive advisory lock until dropped (through a
+/// duplicate of its descriptor: the lock belongs to the open file, which
+/// both share).
+struct FileLock(File);
+
+impl FileLock {
+    fn take(file: &File, path: &Path) -> Result<Self> {
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let dup = file.try_clone().map_err(io)?;
+        rustix::fs::flock(&dup, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io(e.into()))?;
+        Ok(FileLock(dup))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
+    }
 }
 
 impl AuditLog {
@@ -160,17 +189,12 @@ impl AuditLog {
             .create(true)
             .open(&path)
             .map_err(io)?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |e| {
-                if e == rustix::io::Errno::WOULDBLOCK {
-                    Error::AuditLocked { path: path.clone() }
-                } else {
-                    io(e.into())
-                }
-            },
-        )?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(io)?;
+        let text = {
+            let _lock = FileLock::take(&file, &path)?;
+            let mut text = String::new();
+            file.read_to_string(&mut text).map_err(io)?;
+            text
+        };
         let entries = parse_chain(&path, &text)?;
         let (next_seq, last_hash) = entries.last().map_or((0, GENESIS_HASH.to_owned()), |e| {
             (e.seq + 1, e.hash.clone())
@@ -180,6 +204,7 @@ impl AuditLog {
             path,
             state: Mutex::new(State {
                 file,
+                len: text.len() as u64,
                 next_seq,
                 last_hash,
                 failed: false,
@@ -187,11 +212,15 @@ impl AuditLog {
         })
     }
 
-    /// Appends `event`, chained to the previous entry, and returns the entry
-    /// written. After a failed write every later append is refused: reopen
-    /// the log to find out whether the file is still whole.
+    /// Appends `event`, chained to the newest entry of the file (another
+    /// writer's, if one appended since), and returns the entry written.
+    /// Entries other writers added are checked first; a broken or truncated
+    /// file is refused with [`Error::AuditBroken`]. After a failed write
+    /// every later append is refused: reopen the log to find out whether the
+    /// file is still whole.
     pub fn append(&self, event: AuditEvent) -> Result<AuditEntry> {
-        let mut state = self.state.lock();
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
         if state.failed {
             return Err(Error::AuditBroken {
                 path: self.path.clone(),
@@ -201,6 +230,12 @@ impl AuditLog {
                 reason: "an earlier append failed part way".to_owned(),
             });
         }
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let _lock = FileLock::take(&state.file, &self.path)?;
+        self.catch_up(state)?;
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -215,21 +250,60 @@ impl AuditLog {
             hash: String::new(),
         };
         entry.hash = entry.compute_hash();
-        let mut line = serde_json::to_vec(&entry).map_err(|e| Error::Io {
-            path: self.path.clone(),
-            source: e.into(),
-        })?;
+        let mut line = serde_json::to_vec(&entry).map_err(|e| io(e.into()))?;
         line.push(b'\n');
-        // One write per line: an entry is never interleaved with another.
-        state.file.write_all(&line).map_err(|source| Error::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        // One write per line, under the lock: entries never interleave.
+        if let Err(e) = state.file.write_all(&line) {
+            state.failed = true;
+            return Err(io(e));
+        }
+        state.len += line.len() as u64;
         state.next_seq += 1;
         state.last_hash.clone_from(&entry.hash);
         tracing::debug!(seq = entry.seq, actor = %entry.actor, action = %entry.action,
             sandbox = ?entry.sandbox, "audit entry appended");
         Ok(entry)
+    }
+
+    /// Reads and checks what other writers appended since this log's last
+    /// read or write (the file lock is held).
+    fn catch_up(&self, state: &mut State) -> Result<()> {
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let len = state.file.metadata().map_err(io)?.len();
+        if len == state.len {
+            return Ok(());
+        }
+        let line = usize::try_from(state.next_seq)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        if len < state.len {
+            return Err(Error::AuditBroken {
+                path: self.path.clone(),
+                line,
+                reason: format!(
+                    "the file shrank from {} to {len} bytes while open",
+                    state.len
+                ),
+            });
+        }
+        let mut tail = Vec::new();
+        (&state.file).seek(SeekFrom::Start(state.len)).map_err(io)?;
+        (&state.file).read_to_end(&mut tail).map_err(io)?;
+        let tail = String::from_utf8(tail).map_err(|_| Error::AuditBroken {
+            path: self.path.clone(),
+            line,
+            reason: "not UTF-8 text".to_owned(),
+        })?;
+        let entries = parse_chain_from(&self.path, &tail, state.next_seq, &state.last_hash)?;
+        if let Some(last) = entries.last() {
+            state.next_seq = last.seq + 1;
+            state.last_hash.clone_from(&last.hash);
+        }
+        state.len += tail.len() as u64;
+        Ok(())
     }
 
     /// Flushes appended entries to disk (`fsync`).
@@ -242,7 +316,8 @@ impl AuditLog {
     }
 
     /// The number of entries and the hash of the last one ([`GENESIS_HASH`]
-    /// for an empty log). Keep it elsewhere to detect truncation later.
+    /// for an empty log), as of this log's last read or write. Keep it
+    /// elsewhere to detect truncation later.
     pub fn head(&self) -> (u64, String) {
         let state = self.state.lock();
         (state.next_seq, state.last_hash.clone())
@@ -270,9 +345,22 @@ impl AuditLog {
 }
 
 fn parse_chain(path: &Path, text: &str) -> Result<Vec<AuditEntry>> {
+    parse_chain_from(path, text, 0, GENESIS_HASH)
+}
+
+/// Parses `text`, whose first line must be entry `first_seq` chained to
+/// `prev_hash`.
+fn parse_chain_from(
+    path: &Path,
+    text: &str,
+    first_seq: u64,
+    prev_hash: &str,
+) -> Result<Vec<AuditEntry>> {
+    let offset = usize::try_from(first_seq).unwrap_or(usize::MAX);
+    // `line` counts from 1 within `text`; reported within the file.
     let broken = |line: usize, reason: String| Error::AuditBroken {
         path: path.to_owned(),
-        line,
+        line: offset.saturating_add(line),
         reason,
     };
     let body = match text.strip_suffix('\n') {
@@ -294,11 +382,15 @@ fn parse_chain(path: &Path, text: &str) -> Result<Vec<AuditEntry>> {
         let number = index + 1;
         let entry: AuditEntry = serde_json::from_str(line)
             .map_err(|e| broken(number, format!("not an audit entry ({e})")))?;
-        let expected_prev = entries.last().map_or(GENESIS_HASH, |e| e.hash.as_str());
-        if entry.seq != index as u64 {
+        let expected_prev = entries.last().map_or(prev_hash, |e| e.hash.as_str());
+        let expected_seq = first_seq.saturating_add(index as u64);
+        if entry.seq != expected_seq {
             return Err(broken(
                 number,
-                format!("sequence number {} where {index} was expected", entry.seq),
+                format!(
+                    "sequence number {} where {expected_seq} was expected",
+                    entry.seq
+                ),
             ));
         }
         if entry.prev_hash != expected_prev {

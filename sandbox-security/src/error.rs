@@ -82,14 +82,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// Another [`AuditLog`](crate::AuditLog) (in this or another process)
-    /// holds the log open for writing.
-    #[error("audit log {} is already open for writing; use one `AuditLog` per file", path.display())]
-    AuditLocked {
-        /// The log file.
-        path: PathBuf,
-    },
-
     /// A rate limiter refused a request.
     #[error("rate limit for `{key}` exceeded; retry after {} ms", retry_after.as_millis())]
     RateLimited {

@@ -85,10 +85,6 @@ fn reopening_continues_the_chain() -> anyhow::Result<()> {
     let first = AuditLog::open(&path)?;
     first.append(event(0))?;
     let last = first.append(event(1))?;
-    let locked = AuditLog::open(&path)
-        .map(|_| ())
-        .expect_err("one writer per file");
-    assert!(matches!(locked, Error::AuditLocked { .. }), "{locked:?}");
     drop(first);
 
     let again = AuditLog::open(&path)?;
@@ -97,5 +93,42 @@ fn reopening_continues_the_chain() -> anyhow::Result<()> {
     assert_eq!(next.seq, 2);
     assert_eq!(next.prev_hash, last.hash);
     assert_eq!(AuditLog::verify(&path)?, 3);
+    Ok(())
+}
+
+#[test]
+fn writers_sharing_a_file_chain_onto_each_other() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("audit.jsonl");
+    let a = AuditLog::open(&path)?;
+    let b = AuditLog::open(&path)?;
+    a.append(event(0))?;
+    let from_b = b.append(event(1))?;
+    assert_eq!(from_b.seq, 1, "b chains onto a's entry");
+    std::thread::scope(|s| {
+        for log in [&a, &b] {
+            s.spawn(move || {
+                for n in 0..20 {
+                    log.append(event(n)).expect("append");
+                }
+            });
+        }
+    });
+    assert_eq!(AuditLog::verify(&path)?, 42);
+    assert_eq!(a.append(event(99))?.seq, 42);
+
+    // A writer refuses to chain onto entries another one forged.
+    let text = std::fs::read_to_string(&path)?;
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.push(lines[lines.len() - 1].replace("alice", "mallory"));
+    std::fs::write(&path, lines.join("\n") + "\n")?;
+    let err = b
+        .append(event(7))
+        .map(|_| ())
+        .expect_err("the forged line breaks the chain");
+    assert!(
+        matches!(err, Error::AuditBroken { line: 44, .. }),
+        "{err:?}"
+    );
     Ok(())
 }
