@@ -157,6 +157,21 @@ pub enum Error {
         /// The isolation asked for.
         kind: sandbox_isolate::IsolationKind,
     },
+    /// A swap or rollback would hand live state to a version with a lower
+    /// schema, which cannot know it, and no host migration is registered.
+    #[error("cannot swap `{module}` of `{id}` to version {version}: that version reads state schema {to}, older than the live state's schema {from}, so it cannot know that state; register a migration from {from} to {to} with Manager::register_migration, or pick a version with schema {from} or later (nothing was changed)")]
+    SchemaDowngrade {
+        /// The sandbox.
+        id: SandboxId,
+        /// The module.
+        module: String,
+        /// The version asked for.
+        version: u32,
+        /// The live state's schema.
+        from: u32,
+        /// The schema of the version asked for.
+        to: u32,
+    },
     /// A host-side task failed.
     #[error("internal error: {0}; this is a bug in the host, please report it")]
     Internal(String),
@@ -195,6 +210,7 @@ impl Error {
             | Self::NotCargoProject { .. }
             | Self::NotRunning { .. }
             | Self::NoIsolator { .. }
+            | Self::SchemaDowngrade { .. }
             | Self::Version(_) => ErrorClass::Request,
             Self::Compile(_)
             | Self::Dependencies(_)
@@ -209,11 +225,6 @@ impl Error {
                     ErrorClass::Compilation
                 }
                 I::UnknownModule { .. } | I::UnknownVersion { .. } => ErrorClass::Request,
-                // The request was malformed: the plugin said so.
-                I::Plugin {
-                    kind: sandbox_isolate::PluginErrorKind::BadRequest,
-                    ..
-                } if !matches!(e, I::Swap { .. }) => ErrorClass::Request,
                 I::Timeout { .. } | I::Exhausted { .. } => ErrorClass::Resource,
                 I::Io { .. } => ErrorClass::System,
                 _ => ErrorClass::Runtime,
@@ -243,6 +254,12 @@ impl Error {
                     | sandbox_isolate::Error::UndeclaredDependency { .. },
                 ) => Recovery::FixSource,
                 Self::Isolate(sandbox_isolate::Error::Abandoned { .. }) => Recovery::Restart,
+                // The plugin said the request was malformed: retrying it
+                // as it is gets the same answer.
+                Self::Isolate(sandbox_isolate::Error::Plugin {
+                    kind: sandbox_isolate::PluginErrorKind::BadRequest,
+                    ..
+                }) => Recovery::FixRequest,
                 _ => Recovery::Retry,
             },
             ErrorClass::System => Recovery::Escalate,
@@ -265,6 +282,7 @@ impl Error {
             Self::NoIsolator { .. } => "bad_request",
             Self::Compile(_) | Self::NoModules { .. } | Self::DuplicateModule { .. } => "compile",
             Self::Dependencies(_) => "dependency",
+            Self::SchemaDowngrade { .. } => "swap",
             Self::Version(_) => "version",
             Self::Security(_) | Self::UntrustedInProcess { .. } | Self::Untrusted(_) => "security",
             Self::NotRunning { .. } => "not_running",

@@ -14,6 +14,37 @@ use crate::manager::{
 };
 use crate::{Error, Manager, ReloadReport, Result, SandboxInfo, Status, Swapped};
 
+/// Refuses to hand `module`'s live state to `version`, whose state schema
+/// `to` is lower than the live one: that version cannot know the state (a
+/// plugin whose `restore_state` ignores unknown schemas would start from
+/// nothing), unless the host registered a migration for the module.
+fn refuse_downgrade(
+    state: &crate::manager::State,
+    id: &crate::SandboxId,
+    module: &str,
+    version: u32,
+    to: u32,
+) -> Result<()> {
+    let Some(from) = state
+        .modules
+        .get(module)
+        .and_then(|rec| rec.current_meta())
+        .map(|meta| meta.schema)
+    else {
+        return Ok(());
+    };
+    if to < from && !state.migrations.contains_key(module) {
+        return Err(Error::SchemaDowngrade {
+            id: id.clone(),
+            module: module.to_owned(),
+            version,
+            from,
+            to,
+        });
+    }
+    Ok(())
+}
+
 impl Manager {
     /// Runs `op` on sandbox `id` holding its `ops` lock (so code-changing
     /// operations never interleave), on a task of its own (so dropping the
@@ -162,6 +193,23 @@ impl Manager {
                     });
                 }
             }
+        }
+        // No live state goes to a version that cannot know its schema.
+        let downgrade = {
+            let state = sb.state.lock();
+            switch_to.iter().find_map(|(module, number)| {
+                let to = pending
+                    .iter()
+                    .find(|p| &p.module == module && p.number == *number)
+                    .map(|p| &p.meta)
+                    .or_else(|| state.modules.get(module)?.metas.get(number))?
+                    .schema;
+                refuse_downgrade(&state, &sb.id, module, *number, to).err()
+            })
+        };
+        if let Some(e) = downgrade {
+            self.forget_pending(sb, &pending).await;
+            return Err(e);
         }
         if switch_to.is_empty() {
             self.inner.events.emit(&sb.id, EventKind::Unchanged);
@@ -377,6 +425,9 @@ impl Manager {
                 .history
                 .rollback_target(version)
                 .map_err(Error::Version)?;
+            if let Some(meta) = rec.metas.get(&version) {
+                refuse_downgrade(&state, &sb.id, module, version, meta.schema)?;
+            }
             let mut graph = state.graph.clone();
             graph
                 .insert(module, &target.dependencies)

@@ -147,7 +147,7 @@ pub enum Error {
         limit: String,
     },
     /// A step of a swap failed; nothing was switched.
-    #[error("swap of `{module}` to version {version} failed at {stage}: {source}")]
+    #[error("swap of `{module}` to version {version} failed at {stage}, {}: {source}", swap_outcome(*stage, source))]
     Swap {
         /// The module whose step failed.
         module: String,
@@ -207,7 +207,7 @@ pub enum Error {
     },
     /// Something failed inside the worker process that is not one of the
     /// errors above (its message as the worker put it).
-    #[error("in the worker process: {message}")]
+    #[error("in the worker process: {message}; the request did not complete, retry it (the worker keeps serving)")]
     InWorker {
         /// The worker's message.
         message: String,
@@ -216,6 +216,14 @@ pub enum Error {
     /// sandbox requires.
     #[error("cannot jail the worker process: {0}")]
     Jail(#[from] crate::jail::JailError),
+}
+
+fn swap_outcome(stage: SwapStage, source: &Error) -> &'static str {
+    if stage == SwapStage::Save && matches!(source, Error::Timeout { .. }) {
+        "so nothing was switched, but the old instance never came back from it"
+    } else {
+        "so nothing was switched and the old versions keep serving"
+    }
 }
 
 fn timeout_outcome(stopped: bool) -> &'static str {

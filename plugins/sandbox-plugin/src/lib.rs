@@ -127,8 +127,25 @@ pub trait Plugin: Default + Send + 'static {
     }
 
     /// Reads state written by a version whose schema was `from_schema`.
+    ///
+    /// The default keeps nothing (it suits a module without state) and
+    /// refuses state it cannot know: bytes saved under a schema other than
+    /// [`Plugin::SCHEMA`] fail with a [`ErrorKind::State`] error, so the host
+    /// rolls the swap back instead of starting this version from empty
+    /// state. A module with state implements this (and
+    /// [`Plugin::save_state`]), migrating from every older schema it
+    /// supports; a host can also register a migration.
     fn restore_state(&mut self, host: &Host<'_>, state: &[u8], from_schema: u32) -> Result<()> {
-        let _ = (host, state, from_schema);
+        let _ = host;
+        if from_schema != Self::SCHEMA && !state.is_empty() {
+            return Err(Error::state(format!(
+                "module `{}` reads state schema {} and was given {} bytes of schema {from_schema}, which it does not know; implement restore_state to migrate it, or have the host register a migration from {from_schema} to {}",
+                Self::NAME,
+                Self::SCHEMA,
+                state.len(),
+                Self::SCHEMA
+            )));
+        }
         Ok(())
     }
 }
@@ -350,5 +367,43 @@ pub mod testing {
     ) -> Result<Vec<u8>> {
         let raw = HostApi_TO::from_ptr(RRef::new(host), TD_Opaque);
         plugin.handle(&Host::from_raw(raw), request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::{sabi_trait::TD_Opaque, sabi_types::RRef};
+
+    use crate::ffi::HostApi_TO;
+    use crate::testing::NullHost;
+    use crate::{ErrorKind, Host, Plugin, Result};
+
+    #[derive(Default)]
+    struct Stateless;
+
+    impl Plugin for Stateless {
+        const NAME: &'static str = "stateless";
+        const SCHEMA: u32 = 1;
+
+        fn handle(&mut self, _host: &Host<'_>, _request: &[u8]) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn restore(bytes: &[u8], from_schema: u32) -> Result<()> {
+        let host = NullHost;
+        let raw = HostApi_TO::from_ptr(RRef::new(&host), TD_Opaque);
+        let restored = Stateless.restore_state(&Host::from_raw(raw), bytes, from_schema);
+        restored
+    }
+
+    #[test]
+    fn the_default_restore_state_refuses_state_of_a_schema_it_does_not_know() {
+        let err = restore(br#"{"total":7}"#, 3).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::State);
+        assert!(err.message().contains("schema 3"), "{err}");
+        // Its own schema, or nothing to lose: accepted.
+        restore(br#"{"total":7}"#, 1).unwrap();
+        restore(b"", 3).unwrap();
     }
 }

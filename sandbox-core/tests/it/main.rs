@@ -8,6 +8,8 @@ mod calls;
 mod hotswap;
 mod lifecycle;
 mod messages;
+mod schemas;
+mod workdir;
 
 use std::time::Duration;
 
