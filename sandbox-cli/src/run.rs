@@ -543,7 +543,7 @@ impl Tally {
     fn note(&self, event: &EventKind) {
         match event {
             EventKind::Crashed { .. } => self.crashes.send_modify(|n| *n += 1),
-            EventKind::CompileStarted => self.builds.send_modify(|n| *n += 1),
+            EventKind::CompileStarted { .. } => self.builds.send_modify(|n| *n += 1),
             EventKind::CompileFinished { .. } => {
                 self.builds.send_modify(|n| *n = n.saturating_sub(1))
             }

@@ -60,7 +60,7 @@ fn main() {
                     .unwrap();
                 let at = millis_since_epoch(e.at);
                 match e.kind {
-                    EventKind::CompileStarted => started = Some(at),
+                    EventKind::CompileStarted { .. } => started = Some(at),
                     EventKind::CompileFinished { millis, ok, .. } => {
                         assert!(ok, "the edit did not build");
                         compile_ms = millis;

@@ -57,6 +57,18 @@ pub struct Config {
     /// untrusted tree's own target dir. Default: the plugin API crate this
     /// host was built with, when that folder exists.
     pub shared_crates: Vec<PathBuf>,
+    /// Append-only, hash-chained audit log ([`sandbox_security::AuditLog`])
+    /// recording every create, build (with the profile and whether it was
+    /// jailed), reload, rollback, restart, crash, failure and destroy, each
+    /// with [`audit_actor`](Config::audit_actor) and the sandbox. Created
+    /// (with its folder) if missing; an existing file's chain must verify;
+    /// several hosts may share one file. Default: `None`, no log (`sandbox
+    /// run` keeps one at `<cache root>/audit.log`).
+    pub audit_log: Option<PathBuf>,
+    /// Who the audit log names as the actor of this manager's operations.
+    /// Default: `user:<name>` from `$USER` (or `$LOGNAME`), else
+    /// `uid:<uid>`.
+    pub audit_actor: String,
 }
 
 impl Default for Config {
@@ -85,6 +97,8 @@ impl Default for Config {
             restart_backoff: Duration::from_millis(50),
             checkpoint_interval: Some(Duration::from_secs(2)),
             shared_crates: default_shared_crates(),
+            audit_log: None,
+            audit_actor: default_audit_actor(),
             recycle_after_swaps: 50,
         }
     }
@@ -114,6 +128,19 @@ fn default_shared_crates() -> Vec<PathBuf> {
         .filter(|dir| dir.join("Cargo.toml").is_file())
         .into_iter()
         .collect()
+}
+
+/// `user:<name>` of the user running the host, else `uid:<uid>`.
+fn default_audit_actor() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(|name| name.to_string_lossy().into_owned())
+        .find(|name| !name.is_empty())
+        .map_or_else(
+            || format!("uid:{}", rustix::process::getuid().as_raw()),
+            |name| format!("user:{name}"),
+        )
 }
 
 fn cache_home() -> PathBuf {

@@ -1,7 +1,11 @@
 //! Typed events: every operation of the `Manager` reports what happened on a
-//! stream any number of subscribers can read.
+//! stream any number of subscribers can read, and — when the configuration
+//! names an audit log — the security-relevant ones are appended to it.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sandbox_security::{AuditEvent, AuditLog};
 
 use serde::{Serialize, Serializer};
 use tokio::sync::broadcast;
@@ -40,7 +44,14 @@ pub enum EventKind {
         to: Status,
     },
     /// A build started.
-    CompileStarted,
+    CompileStarted {
+        /// The sandbox's security profile.
+        profile: sandbox_security::Profile,
+        /// Whether the build runs inside the jail (every profile but
+        /// `trusted`): its build scripts, proc macros and cargo
+        /// configuration then never run with the host's rights.
+        jailed: bool,
+    },
     /// A build finished, with its diagnostics (errors when it failed,
     /// warnings otherwise).
     CompileFinished {
@@ -132,7 +143,7 @@ impl EventKind {
         match self {
             Self::Created { .. } => "created",
             Self::Status { .. } => "status",
-            Self::CompileStarted => "compile_started",
+            Self::CompileStarted { .. } => "compile_started",
             Self::CompileFinished { .. } => "compile_finished",
             Self::Swapped { .. } => "swapped",
             Self::RolledBack { .. } => "rolled_back",
@@ -165,16 +176,155 @@ pub type EventStream = broadcast::Receiver<Event>;
 #[derive(Debug, Clone)]
 pub(crate) struct Events {
     tx: broadcast::Sender<Event>,
+    audit: Option<Arc<Audit>>,
+}
+
+/// The audit sink: where [`Events::emit`] appends what it records.
+#[derive(Debug)]
+struct Audit {
+    log: AuditLog,
+    actor: String,
+}
+
+impl Audit {
+    /// Appends `kind` if it is one the audit log records (see
+    /// [`audit_record`]). An append that fails is logged: an event is never
+    /// refused for it.
+    fn record(&self, sandbox: &SandboxId, kind: &EventKind) {
+        let Some((action, detail)) = audit_record(kind) else {
+            return;
+        };
+        let event = AuditEvent::new(self.actor.clone(), action)
+            .sandbox(sandbox.to_string())
+            .detail(detail);
+        if let Err(e) = self.log.append(event) {
+            tracing::error!(sandbox = %sandbox, action, error = %e, "could not append to the audit log");
+        }
+    }
+}
+
+/// What the audit log records of an event: its action and detail, or `None`
+/// for events it does not record (status changes, build results, usage).
+///
+/// | event | action | detail |
+/// |---|---|---|
+/// | `created` | `create` | the source folder |
+/// | `compile_started` | `build` | the profile, and whether jailed |
+/// | `swapped` (a new version) | `reload` | module, versions |
+/// | `swapped` (a module's first) | `load` | module, version |
+/// | `rolled_back` | `reload_rolled_back` | modules, why |
+/// | `rollback` | `rollback` | module, versions (a `reload` to the older version follows) |
+/// | `restarted` | `restart` | the restart count |
+/// | `crashed` | `crash` | cause, signal, exit code, limit |
+/// | `limit_exceeded` | `limit_exceeded` | resource, value, limit |
+/// | `failed` | `failed` | operation, kind, message (a refused source among them) |
+/// | `destroyed` | `destroy` | |
+pub(crate) fn audit_record(kind: &EventKind) -> Option<(&'static str, String)> {
+    Some(match kind {
+        EventKind::Created { source } => ("create", format!("source {source}")),
+        EventKind::CompileStarted { profile, jailed } => (
+            "build",
+            format!(
+                "profile {profile}, {}",
+                if *jailed { "jailed" } else { "not jailed" }
+            ),
+        ),
+        EventKind::Swapped {
+            module,
+            from: Some(from),
+            to,
+        } => ("reload", format!("module {module}: version {from} -> {to}")),
+        EventKind::Swapped {
+            module,
+            from: None,
+            to,
+        } => ("load", format!("module {module}: version {to}")),
+        EventKind::RolledBack { modules, reason } => (
+            "reload_rolled_back",
+            format!("modules {}: {reason}", modules.join(", ")),
+        ),
+        EventKind::Rollback { module, from, to } => (
+            "rollback",
+            format!("module {module}: version {from} -> {to}"),
+        ),
+        EventKind::Restarted { restart_count } => ("restart", format!("restart {restart_count}")),
+        EventKind::Crashed {
+            cause,
+            signal,
+            exit_code,
+            limit,
+        } => {
+            let mut detail = cause.clone();
+            if let Some(signal) = signal {
+                detail.push_str(&format!(", signal {signal}"));
+            }
+            if let Some(code) = exit_code {
+                detail.push_str(&format!(", exit code {code}"));
+            }
+            if let Some(limit) = limit {
+                detail.push_str(&format!(", limit {limit}"));
+            }
+            ("crash", detail)
+        }
+        EventKind::LimitExceeded {
+            resource,
+            value,
+            limit,
+        } => (
+            "limit_exceeded",
+            format!("{resource} {value} over limit {limit}"),
+        ),
+        EventKind::Failed {
+            operation,
+            kind,
+            message,
+        } => ("failed", format!("{operation} ({kind}): {message}")),
+        EventKind::Destroyed => ("destroy", String::new()),
+        EventKind::Status { .. }
+        | EventKind::CompileFinished { .. }
+        | EventKind::Unchanged
+        | EventKind::Recycled { .. } => return None,
+    })
 }
 
 impl Events {
     pub(crate) fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(16));
-        Self { tx }
+        Self { tx, audit: None }
     }
 
+    /// The event stream of a manager with `config`: with an audit sink when
+    /// [`Config::audit_log`](crate::Config::audit_log) names a file (opened,
+    /// and created with its folder if missing; an existing log's chain must
+    /// verify).
+    pub(crate) fn from_config(config: &crate::Config) -> crate::Result<Self> {
+        let mut events = Self::new(config.event_capacity);
+        if let Some(path) = &config.audit_log {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| {
+                    crate::Error::Security(sandbox_security::Error::Io {
+                        path: dir.to_owned(),
+                        source,
+                    })
+                })?;
+            }
+            let log = AuditLog::open(path).map_err(crate::Error::Security)?;
+            events.audit = Some(Arc::new(Audit {
+                log,
+                actor: config.audit_actor.clone(),
+            }));
+        }
+        Ok(events)
+    }
+
+    /// Reports `kind`: appended to the audit log first (synchronously, so
+    /// the record never lags or drops like a slow subscriber's stream),
+    /// then sent to every subscriber.
     pub(crate) fn emit(&self, sandbox: &SandboxId, kind: EventKind) {
         tracing::debug!(sandbox = %sandbox, event = kind.name(), "event");
+        if let Some(audit) = &self.audit {
+            audit.record(sandbox, &kind);
+        }
         // No subscriber is not an error.
         let _ = self.tx.send(Event {
             sandbox: sandbox.clone(),
@@ -185,5 +335,41 @@ impl Events {
 
     pub(crate) fn subscribe(&self) -> EventStream {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_log_records_the_lifecycle_and_skips_the_rest() {
+        let record = |kind: EventKind| audit_record(&kind).map(|(a, d)| format!("{a}: {d}"));
+        assert_eq!(
+            record(EventKind::CompileStarted {
+                profile: sandbox_security::Profile::High,
+                jailed: true
+            })
+            .as_deref(),
+            Some("build: profile high, jailed")
+        );
+        assert_eq!(
+            record(EventKind::Swapped {
+                module: "counter".into(),
+                from: Some(1),
+                to: 2
+            })
+            .as_deref(),
+            Some("reload: module counter: version 1 -> 2")
+        );
+        assert_eq!(record(EventKind::Destroyed).as_deref(), Some("destroy: "));
+        assert_eq!(record(EventKind::Unchanged), None);
+        assert_eq!(
+            record(EventKind::Status {
+                from: Status::Compiling,
+                to: Status::Running
+            }),
+            None
+        );
     }
 }

@@ -141,7 +141,7 @@ impl ManagerBuilder {
         let results = ResultCache::new(config.result_cache_capacity, config.result_cache_ttl);
         Ok(Manager {
             inner: Arc::new(Inner {
-                events: Events::new(config.event_capacity),
+                events: Events::from_config(&config)?,
                 compiler,
                 in_process: self
                     .in_process
@@ -350,9 +350,10 @@ impl Manager {
 
     pub(crate) async fn compile(&self, id: &SandboxId, spec: &SandboxSpec) -> Result<BuildOutput> {
         let events = &self.inner.events;
-        events.emit(id, EventKind::CompileStarted);
         let compiler = Arc::clone(&self.inner.compiler);
         let request = self.build_request(spec);
+        let (profile, jailed) = (spec.profile, request.jailed);
+        events.emit(id, EventKind::CompileStarted { profile, jailed });
         let started = Instant::now();
         let result = blocking(move || compiler.build(&request)).await?;
         match result {

@@ -61,7 +61,7 @@ async fn rapid_saves_cause_one_compile() {
     // is not another compile.
     let more = sb
         .await_event("a second compile", Duration::from_secs(3), |k| {
-            matches!(k, EventKind::CompileStarted)
+            matches!(k, EventKind::CompileStarted { .. })
         })
         .await;
     assert!(
@@ -84,7 +84,7 @@ async fn an_edit_in_one_sandbox_never_reloads_another() {
         .unwrap();
     let b_event = b
         .await_event("b compiles", Duration::from_secs(3), |k| {
-            matches!(k, EventKind::CompileStarted)
+            matches!(k, EventKind::CompileStarted { .. })
         })
         .await;
     assert!(
@@ -152,7 +152,7 @@ async fn disable_stops_reloads() {
     fixtures::bump_version(&sb.source().join("Cargo.toml")).unwrap();
     let e = sb
         .await_event("a compile", Duration::from_secs(3), |k| {
-            matches!(k, EventKind::CompileStarted)
+            matches!(k, EventKind::CompileStarted { .. })
         })
         .await;
     assert!(e.is_err(), "a disabled sandbox reloaded");

@@ -9,7 +9,6 @@ mod hotswap;
 mod lifecycle;
 mod messages;
 mod schemas;
-mod workdir;
 
 use std::time::Duration;
 
