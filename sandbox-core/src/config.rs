@@ -11,6 +11,13 @@ pub struct Config {
     /// Folder for runtime scratch files (per-version artifact copies), one
     /// sub-folder per sandbox, removed when the sandbox is destroyed.
     /// Default: `$TMPDIR/sandbox-<pid>`.
+    ///
+    /// A manager holds a lock on `<work_dir>/.lock` while it lives (managers
+    /// of one process share it) and removes the folder when the last one
+    /// goes. A host that is killed cannot: when a manager is built it removes
+    /// the folders next to this one named like it (`<prefix>-<pid>`) whose
+    /// pid runs no process and whose lock nobody holds — never a live
+    /// host's.
     pub work_dir: PathBuf,
     /// Cargo target dir shared by all sandboxes, so dependencies compile
     /// once. Default: `$XDG_CACHE_HOME/sandbox/target` (or `~/.cache/...`).
@@ -46,10 +53,17 @@ pub struct Config {
     /// further crash in the window. Default 50 ms.
     pub restart_backoff: Duration,
     /// Process isolation: how often module state is saved (it is also saved
-    /// after every swap); `None` saves only after swaps. Default 2 s.
+    /// after every swap) for sandboxes whose
+    /// [`Durability`](crate::Durability) is the default
+    /// [`ConfigInterval`](crate::Durability::ConfigInterval); `None` saves
+    /// only after swaps. A crash of a worker loses the calls answered since
+    /// the last save. Usage is checked against the limits on this interval
+    /// too. Default 2 s.
     pub checkpoint_interval: Option<Duration>,
-    /// Process isolation: swaps after which the worker is replaced (state
-    /// carried) to give back the memory of old versions; 0 never. Default 50.
+    /// Process isolation: swaps after which the worker is replaced to give
+    /// back the memory of old versions; 0 never. Default 50. Recycling loses
+    /// no call: calls wait while the live state moves to the new worker (the
+    /// time of a worker start, a load of each module and a restore).
     pub recycle_after_swaps: u32,
     /// Crates outside the sandboxes' trees that untrusted source may depend
     /// on by `path` (any other path outside a tree is refused before a

@@ -44,14 +44,15 @@ mod manager;
 mod supervise;
 mod swap;
 mod types;
+mod workdir;
 
 pub use config::Config;
 pub use error::{Error, ErrorClass, Recovery, Result};
 pub use event::{Event, EventKind, EventStream};
 pub use manager::{Manager, ManagerBuilder};
 pub use types::{
-    CallRequest, IntoSandboxId, ModuleStatus, ReloadReport, SandboxId, SandboxInfo, SandboxSpec,
-    Status, Swapped, VersionInfo,
+    CallRequest, Durability, IntoSandboxId, ModuleStatus, ReloadReport, SandboxId, SandboxInfo,
+    SandboxSpec, Status, Swapped, VersionInfo,
 };
 
 pub use sandbox_compiler as compiler;

@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) auto: AutoReload,
     pub(crate) monitor: Arc<dyn sandbox_monitor::Monitor>,
     pub(crate) make_watcher: Mutex<Option<Arc<dyn Watcher>>>,
+    /// The lock on `config.work_dir` (last: dropped after the runtimes).
+    pub(crate) _work_dir: Option<Arc<crate::workdir::Claim>>,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +141,7 @@ impl ManagerBuilder {
             }
         };
         let results = ResultCache::new(config.result_cache_capacity, config.result_cache_ttl);
+        let work_dir = crate::workdir::claim(&config.work_dir);
         Ok(Manager {
             inner: Arc::new(Inner {
                 events: Events::from_config(&config)?,
@@ -158,6 +161,7 @@ impl ManagerBuilder {
                     .monitor
                     .unwrap_or_else(|| Arc::new(sandbox_monitor::ProcMonitor::new())),
                 make_watcher: Mutex::new(self.watcher),
+                _work_dir: work_dir,
             }),
         })
     }
@@ -227,6 +231,8 @@ pub(crate) struct Sandbox {
     pub(crate) state: Mutex<State>,
     /// Serializes the operations that change code: reload, rollback, restart.
     pub(crate) ops: tokio::sync::Mutex<()>,
+    /// Process isolation: the fence calls pass and the saves they wait for.
+    pub(crate) supervision: crate::supervise::Supervision,
 }
 
 impl Sandbox {
@@ -612,6 +618,7 @@ impl Manager {
                 recent_crashes: Vec::new(),
             }),
             ops: tokio::sync::Mutex::new(()),
+            supervision: Default::default(),
         });
         for o in outcomes {
             events.emit(
@@ -777,13 +784,7 @@ impl Manager {
             }
             _ => None,
         };
-        let timeout = sb.spec.limits.call_timeout;
-        let rt = sb.runtime();
-        // The runtime enforces the timeout: in-process the call is abandoned
-        // on a thread of its own (so a call that never returns cannot hold up
-        // the async runtime's shutdown); a worker is killed.
-        let m = module.clone();
-        let out = blocking(move || rt.call(&m, &input, timeout)).await??;
+        let out = self.call_runtime(&sb, &module, input).await?;
         if let Some(key) = key {
             self.inner.results.put(key, out.clone());
         }

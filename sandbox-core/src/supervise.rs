@@ -37,15 +37,19 @@ use crate::{Durability, Error, Manager, Result, SandboxId, SandboxSpec, Status};
 
 /// What a process sandbox's calls pass through, and the saves of its state.
 ///
-/// - The **fence**: every call to a process sandbox holds it shared for as
-///   long as it runs (and, under [`Durability::EveryCall`], until its state
-///   is saved); replacing the runtime holds it exclusively. Waiting writers
-///   go first (tokio's lock is fair), so once a relaunch asks for the fence
-///   new calls queue behind it and the calls in flight drain.
-/// - **Numbered saves**: checkpoints are taken one at a time, numbered in
-///   the order they start, so the saved state only ever moves forward, and a
-///   call that needs its state saved can tell whether a save that started
-///   after its reply already covered it (concurrent calls share saves).
+/// - The **fence**: every call to a process sandbox holds it shared while
+///   it runs; replacing the runtime ([`Manager::relaunch`]) holds it
+///   exclusively, and so does a save under [`Durability::EveryCall`].
+///   Waiting writers go first (tokio's lock is fair), so once a writer asks
+///   for the fence new calls queue behind it and the calls in flight drain.
+/// - **Numbered saves**: saves are taken one at a time (under `stored`,
+///   which is always locked before the fence), numbered in the order they
+///   start, so the saved state only ever moves forward. Under every-call
+///   durability a call notes, before it lets go of the fence, the number of
+///   the last save started: no save runs while it does, so exactly the
+///   saves numbered higher cover it. A call waits for one of those, taking
+///   it itself unless a concurrent caller's did (concurrent calls share
+///   saves).
 #[derive(Debug, Default)]
 pub(crate) struct Supervision {
     fence: tokio::sync::RwLock<()>,
@@ -190,22 +194,32 @@ impl Manager {
         }
     }
 
-    /// Makes sure the state saved reflects every call answered before this
-    /// point: returns once a save that started after it was stored (taking
-    /// one itself unless a concurrent caller's save already did).
-    async fn save_covering(&self, sb: &Sandbox) -> Result<()> {
-        // Any save numbered above `seen` starts after this line, so after
-        // the worker answered the calls that returned before it.
-        let seen = sb.supervision.started.load(Ordering::SeqCst);
+    /// Returns once the state saved reflects a call that ran on runtime
+    /// `epoch` while saves numbered up to `after` were done: a save numbered
+    /// above `after` covers it (see [`Supervision`]), taken here unless a
+    /// concurrent caller's save (or a relaunch from the live state) already
+    /// did. Fails when that runtime is gone without such a save.
+    async fn save_covering(&self, sb: &Sandbox, epoch: u64, after: u64) -> Result<()> {
         let mut stored = sb.supervision.stored.lock().await;
-        if *stored > seen {
+        if *stored > after {
             return Ok(());
+        }
+        if sb.epoch.load(Ordering::SeqCst) != epoch {
+            return Err(Error::Isolate(sandbox_isolate::Error::WorkerDied {
+                cause: "before the state this call changed was saved".into(),
+            }));
         }
         self.save_locked(sb, &mut stored).await
     }
 
     /// Takes a checkpoint and stores it; `stored` is the held save lock.
+    /// Under [`Durability::EveryCall`] no call runs while it is taken (it
+    /// holds the fence), so it covers exactly the calls answered before it.
     async fn save_locked(&self, sb: &Sandbox, stored: &mut u64) -> Result<()> {
+        let _fence = match sb.spec.durability {
+            Durability::EveryCall => Some(sb.supervision.fence.write().await),
+            _ => None,
+        };
         let number = sb.supervision.started.fetch_add(1, Ordering::SeqCst) + 1;
         let rt = sb.runtime();
         let states = blocking(move || rt.checkpoint()).await??;
@@ -216,9 +230,11 @@ impl Manager {
 
     /// Calls `module` on the sandbox's current runtime. A process sandbox's
     /// call passes its fence (so it never reaches a runtime being replaced)
-    /// and, under [`Durability::EveryCall`], returns only once the state
-    /// that reflects it is saved; a call whose state cannot be saved (the
-    /// worker died) fails, and may or may not have taken effect.
+    /// and, under [`Durability::EveryCall`], returns only once a save taken
+    /// after it answered is stored. A call whose state cannot be saved (the
+    /// worker died first) fails with
+    /// [`WorkerDied`](sandbox_isolate::Error::WorkerDied), and its effect is
+    /// not in the state the restarted worker starts from.
     pub(crate) async fn call_runtime(
         &self,
         sb: &Sandbox,
@@ -234,16 +250,21 @@ impl Manager {
             let rt = sb.runtime();
             return Ok(blocking(move || rt.call(&m, &input, timeout)).await??);
         }
-        let _pass = sb.supervision.fence.read().await;
-        let rt = sb.runtime();
-        let out = blocking(move || rt.call(&m, &input, timeout)).await?;
+        let (out, epoch, after) = {
+            let _pass = sb.supervision.fence.read().await;
+            let rt = sb.runtime();
+            let out = blocking(move || rt.call(&m, &input, timeout)).await?;
+            // Stable while the fence is held: saves and relaunches take it.
+            let epoch = sb.epoch.load(Ordering::SeqCst);
+            (out, epoch, sb.supervision.started.load(Ordering::SeqCst))
+        };
         let ran = match &out {
             Ok(_) => true,
             // The plugin answered with an error: it may have changed state.
             Err(e) => matches!(e, sandbox_isolate::Error::Plugin { .. }),
         };
         if ran && sb.spec.durability == Durability::EveryCall {
-            if let Err(e) = self.save_covering(sb).await {
+            if let Err(e) = self.save_covering(sb, epoch, after).await {
                 tracing::warn!(sandbox = %sb.id, module, error = %e, "the state of an answered call could not be saved; failing the call");
                 return Err(match out {
                     Err(call) => call.into(),
@@ -310,9 +331,9 @@ impl Manager {
     /// no call reaches the old runtime after that. A relaunch that fails
     /// leaves the old runtime serving (and still supervised).
     pub(crate) async fn relaunch(&self, sb: &Arc<Sandbox>, from_live: bool) -> Result<()> {
-        let _fence = sb.supervision.fence.write().await;
-        // No call runs now; saves of other tasks finish before this one.
+        // Saves first, then the fence (the order every holder of both keeps).
         let mut stored = sb.supervision.stored.lock().await;
+        let _fence = sb.supervision.fence.write().await;
         let live = if from_live {
             let old = sb.runtime();
             match blocking(move || old.checkpoint()).await? {
@@ -326,6 +347,7 @@ impl Manager {
         } else {
             None
         };
+        let from_live = live.is_some();
         let states: BTreeMap<String, SavedState> =
             live.unwrap_or_else(|| sb.state.lock().saved.clone());
         // The new runtime's epoch becomes current only when it is switched
@@ -376,7 +398,11 @@ impl Manager {
         let mut state = sb.state.lock();
         state.swaps = 0;
         state.saved = states;
-        *stored = sb.supervision.started.fetch_add(1, Ordering::SeqCst) + 1;
+        if from_live {
+            // The live state is a save taken with no call running: it covers
+            // every call answered so far.
+            *stored = sb.supervision.started.fetch_add(1, Ordering::SeqCst) + 1;
+        }
         Ok(())
     }
 

@@ -148,6 +148,9 @@ pub struct SandboxSpec {
     /// Resource limits (the call timeout applies in every isolation; the
     /// rest are enforced by the process backend).
     pub limits: ResourceLimits,
+    /// Process isolation: when module state is saved, and so what a crash
+    /// of the worker may lose. Default [`Durability::ConfigInterval`].
+    pub durability: Durability,
 }
 
 impl SandboxSpec {
@@ -160,6 +163,7 @@ impl SandboxSpec {
             isolation: IsolationKind::Process,
             profile: Profile::default(),
             limits: ResourceLimits::default(),
+            durability: Durability::default(),
         }
     }
 
@@ -191,6 +195,95 @@ impl SandboxSpec {
     pub fn limits(mut self, limits: ResourceLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Sets when module state is saved (process isolation).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
+/// When a process sandbox's module state is saved to the host — what a
+/// restarted worker starts from after a crash, and so what a crash loses.
+///
+/// State is always saved after every committed swap (reload, rollback),
+/// and recycling or restarting a worker by hand carries the live state
+/// over with nothing lost, whatever the durability. The durability decides
+/// only what a *crash* of the worker (a kill, a limit, an `abort`) loses:
+///
+/// | durability | saved | a crash loses |
+/// |---|---|---|
+/// | [`ConfigInterval`](Self::ConfigInterval) (default), [`Interval`](Self::Interval) | every interval | the effect of the calls answered since the last save (up to one interval of them) |
+/// | [`EveryCall`](Self::EveryCall) | after each call, before its reply | no answered call; a call that failed because the worker died may or may not have taken effect |
+///
+/// `EveryCall` costs a save per call: the worker sends the state of every
+/// module to the host before the reply goes out (concurrent calls share
+/// saves). Cheap for a few bytes of state, expensive for megabytes.
+///
+/// In-process sandboxes keep no saved state (a crash there is the host's),
+/// so this setting does nothing for them.
+///
+/// Parsed from `call`, `every-call`, `interval` or `interval=MS`:
+///
+/// ```
+/// use std::time::Duration;
+/// use sandbox_core::{Durability, SandboxSpec};
+///
+/// assert_eq!("call".parse(), Ok(Durability::EveryCall));
+/// assert_eq!("interval".parse(), Ok(Durability::ConfigInterval));
+/// assert_eq!(
+///     "interval=500".parse(),
+///     Ok(Durability::Interval(Duration::from_millis(500)))
+/// );
+/// assert!("interval=0".parse::<Durability>().is_err());
+/// let spec = SandboxSpec::new("plugins/examples/counter").durability(Durability::EveryCall);
+/// # let _ = spec;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Save every [`Config::checkpoint_interval`](crate::Config::checkpoint_interval)
+    /// (2 s by default; `None` there saves only after swaps).
+    #[default]
+    ConfigInterval,
+    /// Save at this interval.
+    Interval(Duration),
+    /// Save after every call, before its reply is handed back: an answered
+    /// call is never lost to a crash.
+    EveryCall,
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ConfigInterval => f.write_str("interval"),
+            Self::Interval(d) => write!(f, "interval={}", d.as_millis()),
+            Self::EveryCall => f.write_str("call"),
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let bad = || {
+            format!("unknown durability `{s}`; use `call` (save after every call) or `interval` / `interval=MS` (save every MS milliseconds)")
+        };
+        match s {
+            "call" | "every-call" => Ok(Self::EveryCall),
+            "interval" => Ok(Self::ConfigInterval),
+            other => {
+                let ms = other.strip_prefix("interval=").ok_or_else(bad)?;
+                match ms.parse::<u64>() {
+                    Ok(0) => Err(format!(
+                        "durability `{s}`: the interval must be at least 1 ms; use `call` to save after every call"
+                    )),
+                    Ok(ms) => Ok(Self::Interval(Duration::from_millis(ms))),
+                    Err(_) => Err(bad()),
+                }
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod hotswap;
 mod lifecycle;
 mod messages;
 mod schemas;
+mod workdir;
 
 use std::time::Duration;
 
