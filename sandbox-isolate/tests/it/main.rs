@@ -6,6 +6,7 @@ mod deadlines;
 mod hostile;
 mod inprocess;
 mod jail;
+mod memory;
 mod process;
 mod scenarios;
 mod support;
