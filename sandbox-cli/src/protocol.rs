@@ -10,6 +10,10 @@
 //!   "message", "recovery", "diagnostics"?}}`
 //! - event: `{"type": "event", "event": "<name>", "sandbox": .., "at": ..,
 //!   ...fields}`; events caused by a request are written before its reply.
+//!
+//! Lines are raw bytes: one that is not UTF-8, not JSON or not a request
+//! gets a `bad_request` error echoing its `id` when that can be read (see
+//! [`parse`]); one over [`MAX_LINE`] bytes is skipped ([`too_long`]).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -98,7 +102,10 @@ pub fn parse(line: &[u8]) -> Result<Request, Value> {
                 "the line is not valid UTF-8 (an invalid byte at offset {}); send one JSON object per line, encoded as UTF-8",
                 e.valid_up_to()
             );
-            return Err(bad_request(readable_id(&String::from_utf8_lossy(line)), &message));
+            return Err(bad_request(
+                readable_id(&String::from_utf8_lossy(line)),
+                &message,
+            ));
         }
     };
     serde_json::from_str(text).map_err(|e| match serde_json::from_str::<Value>(text) {
@@ -245,7 +252,10 @@ mod tests {
     fn a_readable_id_is_echoed_from_a_broken_line() {
         for (line, id) in [
             (&br#"{"id": 9, "op": "call", "module": "#[..], json!(9)),
-            (br#"{"op":"call","id":{"n":[1,"x"]},"input":{oops}}"#, json!({"n": [1, "x"]})),
+            (
+                br#"{"op":"call","id":{"n":[1,"x"]},"input":{oops}}"#,
+                json!({"n": [1, "x"]}),
+            ),
             (b"{\"id\":\"a\",\"op\":\"info\",\"x\":\"\xff\"}", json!("a")),
             (b"{\"x\":\"\xff\",\"id\":3}", json!(3)),
         ] {
@@ -253,7 +263,13 @@ mod tests {
             assert_eq!(e["id"], id, "{}: {e}", String::from_utf8_lossy(line));
             assert_eq!(e["error"]["kind"], "bad_request");
         }
-        for line in [&br#"{"op": oops, "id": 4}"#[..], b"[1,2]", b"\xff", b"", b"{"] {
+        for line in [
+            &br#"{"op": oops, "id": 4}"#[..],
+            b"[1,2]",
+            b"\xff",
+            b"",
+            b"{",
+        ] {
             let e = parse(line).unwrap_err();
             assert!(e["id"].is_null(), "no readable id: {e}");
         }
@@ -263,7 +279,10 @@ mod tests {
     fn invalid_utf8_says_where_and_too_long_says_the_limit() {
         let e = parse(b"{\"op\":\"info\"}\xfe").unwrap_err();
         let message = e["error"]["message"].as_str().unwrap();
-        assert!(message.contains("not valid UTF-8") && message.contains("offset 13"), "{e}");
+        assert!(
+            message.contains("not valid UTF-8") && message.contains("offset 13"),
+            "{e}"
+        );
         let e = too_long(br#"{"id":5,"op":"call","input":"xxxx"#, MAX_LINE + 10);
         assert_eq!(e["id"], 5);
         let message = e["error"]["message"].as_str().unwrap();

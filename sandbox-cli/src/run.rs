@@ -85,6 +85,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         history: args.history,
         recycle_after_swaps: args.recycle_after,
         max_restarts: args.max_restarts,
+        audit_log: Some(crate::audit::log_path(args.audit_log.as_ref(), &base)),
         ..base
     };
     let worker = WorkerCommand::current_exe_with([crate::WORKER_SUBCOMMAND])
@@ -130,18 +131,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let mut input = LineReader::new(BufReader::new(tokio::io::stdin()));
     let mut quit_id = None;
-    while host.startup_state() != Startup::Failed {
+    // Left by `quit` or end of input (else: the sandbox failed to start).
+    let mut ended = false;
+    while !ended && host.startup_state() != Startup::Failed {
         tokio::select! {
             done = join(&mut host.startup) => host.started(done),
             line = input.next() => match line {
-                Line::Eof => break,
+                Line::Eof => ended = true,
                 Line::TooLong { head, len } => host.send(protocol::too_long(&head, len)),
                 Line::Whole(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
                 Line::Whole(bytes) => match protocol::parse(&bytes) {
                     Err(error_line) => host.send(error_line),
                     Ok(Request::Quit { id }) => {
                         quit_id = id;
-                        break;
+                        ended = true;
                     }
                     Ok(request) => host.spawn(request),
                 },
@@ -150,11 +153,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         host.reap();
     }
 
-    let mut code = ExitCode::SUCCESS;
     let mut clean = host.settle(builds).await;
-    if host.startup_state() == Startup::Failed {
-        code = ExitCode::from(2);
+    let code = if host.startup_state() == Startup::Failed {
+        ExitCode::from(2)
     } else {
+        ExitCode::SUCCESS
+    };
+    if ended {
         host.send(protocol::reply(quit_id, json!("bye")));
         // `bye` is out before the sandbox's last events (`destroyed`).
         let (written, flushed) = oneshot::channel();
@@ -402,9 +407,8 @@ async fn serve(ctx: &Ctx, request: Request) -> Value {
             // by an event the host emits a moment later: it goes first.
             if ctx.process && matches!(e.kind(), "crashed" | "timeout") {
                 let mut written = ctx.crashes.clone();
-                let _ =
-                    tokio::time::timeout(CRASH_EVENT_WAIT, written.wait_for(|n| *n > crashes))
-                        .await;
+                let _ = tokio::time::timeout(CRASH_EVENT_WAIT, written.wait_for(|n| *n > crashes))
+                    .await;
             }
             protocol::from_error(rid, &e)
         }
@@ -541,12 +545,10 @@ struct Tally {
 
 impl Tally {
     fn note(&self, event: &EventKind) {
-        match event {
-            EventKind::Crashed { .. } => self.crashes.send_modify(|n| *n += 1),
-            EventKind::CompileStarted { .. } => self.builds.send_modify(|n| *n += 1),
-            EventKind::CompileFinished { .. } => {
-                self.builds.send_modify(|n| *n = n.saturating_sub(1))
-            }
+        match event.name() {
+            "crashed" => self.crashes.send_modify(|n| *n += 1),
+            "compile_started" => self.builds.send_modify(|n| *n += 1),
+            "compile_finished" => self.builds.send_modify(|n| *n = n.saturating_sub(1)),
             _ => {}
         }
     }

@@ -115,10 +115,7 @@ fn rss(pid: u32) -> u64 {
 #[test]
 fn host_memory_stays_flat_over_100k_pipelined_calls() {
     let (_tmp, src) = example("counter");
-    let mut h = Host::run(
-        &src,
-        &["--profile", "trusted", "--isolation", "process"],
-    );
+    let mut h = Host::run(&src, &["--profile", "trusted", "--isolation", "process"]);
     assert_eq!(h.call(0)["output"]["value"], 0);
     let chunk = vec![json!({"op": "call", "module": "counter", "input": {"add": 1}}); 1000];
     for _ in 0..10 {
@@ -129,11 +126,7 @@ fn host_memory_stays_flat_over_100k_pipelined_calls() {
         h.pipeline(&chunk, QUICK);
     }
     let after = rss(h.pid());
-    assert_eq!(
-        h.call(0)["output"]["value"],
-        110_000,
-        "every call counted"
-    );
+    assert_eq!(h.call(0)["output"]["value"], 110_000, "every call counted");
     let grown = after.saturating_sub(before);
     assert!(
         grown < 8 << 20,
