@@ -5,6 +5,7 @@
 mod autoreload;
 mod bad_input;
 mod calls;
+mod deadlines;
 mod hotswap;
 mod lifecycle;
 mod messages;
