@@ -142,6 +142,8 @@ fn host_memory_stays_flat_over_100k_pipelined_calls() {
 const STUCK_INIT: &str = r#"
 use sandbox_plugin::{export_plugin, Host, Plugin, Result};
 
+const STUCK: bool = true;
+
 #[derive(Default)]
 pub struct Stuck;
 
@@ -149,9 +151,10 @@ impl Plugin for Stuck {
     const NAME: &'static str = "stuck";
 
     fn init(&mut self, _host: &Host<'_>) -> Result<()> {
-        loop {
+        while STUCK {
             std::thread::park();
         }
+        Ok(())
     }
 
     fn handle(&mut self, _host: &Host<'_>, _request: &[u8]) -> Result<Vec<u8>> {
@@ -207,6 +210,39 @@ fn quit_ends_the_host_while_a_worker_s_init_never_returns() {
         "--isolation",
         "process",
     ]);
+}
+
+#[test]
+fn quit_ends_the_host_while_a_reload_s_init_never_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let fine = STUCK_INIT.replace("STUCK: bool = true", "STUCK: bool = false");
+    let src =
+        sandbox_testkit::fixtures::write_plugin(&dir.path().join("stuck"), "stuck", &fine).unwrap();
+    let mut h = Host::run(&src, &["--profile", "trusted"]);
+    let r = h.request(json!({"op": "call", "module": "stuck", "input": {}}), BUILD);
+    assert_eq!(r["type"], "reply", "{r}");
+    std::fs::write(src.join("src/lib.rs"), STUCK_INIT).unwrap();
+    h.send_raw(r#"{"op":"reload","id":"reload"}"#);
+    // Right away: the reload's build still gets its time, its init does not.
+    h.send_raw(r#"{"op":"quit","id":"quit"}"#);
+    assert_eq!(h.close_within(BUILD), 0);
+    let reload = h
+        .seen
+        .iter()
+        .position(|v| v["id"] == "reload")
+        .unwrap_or_else(|| panic!("the reload got no answer: {:?}", h.seen));
+    let e = &h.seen[reload];
+    assert_eq!(e["type"], "error", "{e}");
+    assert!(
+        message(e).contains("abandoned") || e["error"]["kind"] == "timeout",
+        "{e}"
+    );
+    let bye = h.seen.iter().position(|v| v["id"] == "quit");
+    assert!(
+        bye.is_some_and(|bye| reload < bye && h.seen[bye]["output"] == "bye"),
+        "{:?}",
+        h.seen
+    );
 }
 
 #[test]
