@@ -60,6 +60,10 @@ pub(crate) struct Supervision {
     stored: tokio::sync::Mutex<u64>,
 }
 
+/// The fraction of its address-space limit past which a worker is recycled
+/// (see [`Manager::near_address_space_limit`]).
+const ADDRESS_SPACE_RECYCLE: f64 = 0.8;
+
 /// The kernel limits of a worker, from a sandbox's resource limits.
 pub(crate) fn child_limits(limits: &sandbox_monitor::ResourceLimits) -> ChildLimits {
     ChildLimits {
@@ -156,6 +160,54 @@ impl Manager {
             }
         }
         *exceeded = now.iter().map(|a| a.resource).collect();
+    }
+
+    /// Whether `sb`'s worker holds more than [`ADDRESS_SPACE_RECYCLE`] of
+    /// its address-space limit (`memory_bytes`, enforced as `RLIMIT_AS`), in
+    /// the monitor's latest sample. Address space counts from the moment it
+    /// is reserved, used or not: near the limit a worker cannot map the
+    /// next library version, so it is recycled before that happens.
+    pub(crate) fn near_address_space_limit(&self, sb: &Sandbox) -> bool {
+        let Some(limit) = sb.spec.limits.memory_bytes else {
+            return false;
+        };
+        let Ok(history) = self.inner.monitor.history(sb.id.as_str()) else {
+            return false;
+        };
+        history.last().is_some_and(|(_, usage)| {
+            usage.virtual_bytes as f64 > limit as f64 * ADDRESS_SPACE_RECYCLE
+        })
+    }
+
+    /// Reports a worker near its address-space limit (`limit_exceeded`,
+    /// resource `address space`) and replaces it with a fresh one started
+    /// from the live state (`recycled`). The caller holds the `ops` lock.
+    pub(crate) async fn recycle_near_limit(&self, sb: &Arc<Sandbox>) {
+        let (Some(limit), Ok(history)) = (
+            sb.spec.limits.memory_bytes,
+            self.inner.monitor.history(sb.id.as_str()),
+        ) else {
+            return;
+        };
+        let used = history.last().map_or(0, |(_, usage)| usage.virtual_bytes);
+        self.inner.events.emit(
+            &sb.id,
+            EventKind::LimitExceeded {
+                resource: "address space".into(),
+                value: used as f64,
+                limit: limit as f64,
+            },
+        );
+        let swaps = sb.state.lock().swaps;
+        match self.relaunch(sb, true).await {
+            Ok(()) => self
+                .inner
+                .events
+                .emit(&sb.id, EventKind::Recycled { swaps }),
+            Err(e) => {
+                tracing::warn!(sandbox = %sb.id, error = %e, "could not recycle a worker near its address-space limit")
+            }
+        }
     }
 
     /// After a committed swap of `swapped` modules: checkpoint the new
@@ -306,15 +358,20 @@ impl Manager {
                 if sb.state.lock().status != Status::Running {
                     continue;
                 }
-                Manager {
+                let manager = Manager {
                     inner: Arc::clone(&inner),
-                }
-                .check_limits(&sb, &mut exceeded);
-                if !save {
+                };
+                manager.check_limits(&sb, &mut exceeded);
+                let recycle = manager.near_address_space_limit(&sb);
+                if !save && !recycle {
                     continue;
                 }
                 // Never alongside a swap or a restart.
                 let Ok(_op) = sb.ops.try_lock() else { continue };
+                if recycle {
+                    manager.recycle_near_limit(&sb).await;
+                    continue;
+                }
                 Manager { inner }.checkpoint(&sb).await;
             }
         });

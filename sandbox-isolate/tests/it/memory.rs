@@ -121,3 +121,110 @@ fn a_load_that_finds_no_address_space_left_is_a_resource_error() {
         "{err}"
     );
 }
+
+/// A module `hog` that, asked `{"reserve": mib}`, reserves (without
+/// touching) that much address space and keeps it; its state is how much
+/// it reserved in all.
+const RESERVE: &str = r#"
+use sandbox_plugin::{export_plugin, json, state, Host, Plugin, Result};
+
+#[derive(Default)]
+pub struct Hog {
+    reserved: u64,
+}
+
+impl Plugin for Hog {
+    const NAME: &'static str = "hog";
+
+    fn handle(&mut self, _host: &Host<'_>, request: &[u8]) -> Result<Vec<u8>> {
+        let request: serde_json::Value = json::decode(request)?;
+        let mib = request["reserve"].as_u64().unwrap_or(0);
+        let mut piece = Vec::<u8>::new();
+        if piece.try_reserve_exact((mib as usize) << 20).is_ok() {
+            std::mem::forget(piece);
+            self.reserved += mib;
+        }
+        json::encode(&serde_json::json!({ "reserved": self.reserved }))
+    }
+
+    fn save_state(&mut self) -> Result<Vec<u8>> {
+        state::save(&self.reserved)
+    }
+
+    fn restore_state(&mut self, _host: &Host<'_>, bytes: &[u8], from: u32) -> Result<()> {
+        self.reserved = state::load(bytes, from, Self::SCHEMA)?;
+        Ok(())
+    }
+}
+
+export_plugin!(Hog);
+"#;
+
+/// Through the `Manager`: a worker past 80 % of its address-space limit is
+/// reported (`limit_exceeded`, resource `address space`) and recycled
+/// before it runs out, its live state carried to the new worker.
+#[test]
+fn a_worker_near_its_address_space_limit_is_reported_and_recycled() {
+    use sandbox_core::{Config, EventKind, Manager, SandboxSpec};
+    use sandbox_testkit::{await_event, test_config, unique_id};
+    use std::time::Duration;
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("hog");
+        fixtures::write_plugin(&src, "hog", RESERVE).unwrap();
+        let config = Config {
+            checkpoint_interval: Some(Duration::from_millis(200)),
+            ..test_config(dir.path())
+        };
+        let manager = Manager::builder(config)
+            .isolator(sandbox_isolate::Process::new(support::worker()))
+            .build()
+            .unwrap();
+        let mut events = manager.subscribe();
+        let id = unique_id("hog");
+        // Trusted source, to build in the shared target dir; still a worker,
+        // with the default 512 MiB limit.
+        let spec = SandboxSpec::new(&src)
+            .isolation(sandbox_core::isolate::IsolationKind::Process)
+            .profile(sandbox_core::security::Profile::Trusted);
+        assert_eq!(spec.limits.memory_bytes, Some(512 << 20));
+        manager.create(id.clone(), spec).await.unwrap();
+        let first = manager.info(id.as_str()).unwrap().pid;
+        let reply = manager
+            .call_json(id.as_str(), "hog", &serde_json::json!({"reserve": 400}))
+            .await
+            .unwrap();
+        assert_eq!(reply["reserved"], 400);
+        assert!(vm_size_mib(first) > 410, "{} MiB", vm_size_mib(first));
+        let deadline = Duration::from_secs(60);
+        let near = await_event(&mut events, "limit_exceeded", deadline, |e| {
+            matches!(&e.kind, EventKind::LimitExceeded { resource, .. } if resource == "address space")
+        })
+        .await
+        .unwrap();
+        let EventKind::LimitExceeded { value, limit, .. } = near.kind else {
+            unreachable!()
+        };
+        assert!(value > 0.8 * limit, "{value} of {limit}");
+        await_event(&mut events, "recycled", deadline, |e| {
+            matches!(e.kind, EventKind::Recycled { .. })
+        })
+        .await
+        .unwrap();
+        let second = manager.info(id.as_str()).unwrap().pid;
+        assert_ne!(first, second);
+        assert!(vm_size_mib(second) < 410, "{} MiB", vm_size_mib(second));
+        // The live state came along.
+        let reply = manager
+            .call_json(id.as_str(), "hog", &serde_json::json!({"reserve": 0}))
+            .await
+            .unwrap();
+        assert_eq!(reply["reserved"], 400);
+        manager.shutdown().await;
+    });
+}
