@@ -4,7 +4,12 @@
 //!   on stdin/stdout (see `protocol.rs` and the README).
 //! - `sandbox demo` is a scripted tour on the built-in counter example.
 //! - `sandbox new DIR` scaffolds a plugin crate that builds and loads as is.
+//! - `sandbox check DIR [--profile P]` prints the source scan's findings
+//!   like cargo diagnostics and fails when the profile refuses one.
+//! - `sandbox audit verify FILE` checks an audit log's hash chain.
 
+mod audit;
+mod check;
 mod demo;
 mod protocol;
 mod run;
@@ -36,6 +41,11 @@ enum Command {
     Demo(DemoArgs),
     /// Scaffold a plugin crate in DIR that builds and loads with no edits.
     New(NewArgs),
+    /// Scan DIR as cargo reads it and print what the source uses, and
+    /// whether the profile allows it (advice: the jail is the guarantee).
+    Check(check::CheckArgs),
+    /// Audit log tools: `sandbox audit verify FILE`.
+    Audit(audit::AuditArgs),
 }
 
 /// Options of `sandbox run`.
@@ -69,6 +79,11 @@ struct RunArgs {
     /// (default: $SANDBOX_CACHE_DIR, else ~/.cache/sandbox).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Audit log that every create, build, reload, rollback, restart,
+    /// crash and destroy is appended to (hash-chained; check it with
+    /// `sandbox audit verify`). Default: audit.log in the cache folder.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
     /// Process isolation: pre-started empty workers kept ready.
     #[arg(long, default_value_t = 0)]
     warm_pool: usize,
@@ -151,6 +166,8 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Demo(args) => demo::demo(args).await,
             Command::New(args) => scaffold::new(args),
+            Command::Check(args) => check::check(args),
+            Command::Audit(args) => audit::audit(args),
         }
     });
     match result {

@@ -7,4 +7,5 @@ mod new_and_demo;
 mod process;
 mod robust;
 mod run;
+mod security;
 mod trust;
