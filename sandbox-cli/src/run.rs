@@ -5,9 +5,10 @@
 //! - the **reader** (the loop in [`run`]) reads stdin as raw bytes, one line
 //!   at a time with a cap of [`protocol::MAX_LINE`], from the first moment:
 //!   also while the sandbox is being created, so `quit` is always seen;
-//! - one **task per request**; a request that arrives while the sandbox is
-//!   still starting waits for it. Finished tasks are reaped as the reader
-//!   goes, so memory stays flat however many requests come;
+//! - one **task per request**, at most [`MAX_RUNNING`] running at once; a
+//!   request that arrives while the sandbox is still starting waits for it.
+//!   Finished tasks are reaped as the reader goes, so memory stays flat
+//!   however many requests come;
 //! - the **writer** ([`write_lines`]), the only writer of stdout: events as
 //!   they come, and before each reply every event already emitted. A request
 //!   that failed because the worker died waits (at most
