@@ -228,3 +228,54 @@ fn a_worker_near_its_address_space_limit_is_reported_and_recycled() {
         manager.shutdown().await;
     });
 }
+
+/// A module `leak` that opens its work folder until it has no descriptor
+/// left, and keeps them.
+const LEAK: &str = r#"
+use sandbox_plugin::{export_plugin, json, Host, Plugin, Result};
+
+#[derive(Default)]
+pub struct Leak {
+    files: Vec<std::fs::File>,
+}
+
+impl Plugin for Leak {
+    const NAME: &'static str = "leak";
+
+    fn handle(&mut self, _host: &Host<'_>, _request: &[u8]) -> Result<Vec<u8>> {
+        while let Ok(file) = std::fs::File::open(".") {
+            self.files.push(file);
+        }
+        json::encode(&serde_json::json!({ "open": self.files.len() }))
+    }
+}
+
+export_plugin!(Leak);
+"#;
+
+#[test]
+fn a_load_that_finds_no_descriptor_left_is_a_resource_error_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("leak");
+    fixtures::write_plugin(&src, "leak", LEAK).unwrap();
+    let leak = fixtures::build(&src).unwrap().remove(0).path;
+    let (mut spec, _crashes) = support::spec(dir.path(), "leak");
+    spec.limits = default_limits();
+    let rt = support::isolator().launch(&spec).expect("launch");
+    start(&*rt, &leak, "leak");
+    let opened = support::call(&*rt, "leak", serde_json::json!({})).unwrap();
+    assert!(opened["open"].as_u64().unwrap() > 100, "{opened}");
+    let err = rt.load(&counter(), 1).unwrap_err();
+    match &err {
+        Error::Exhausted {
+            resource, limit, ..
+        } => assert_eq!(
+            (resource.as_str(), limit.as_str()),
+            ("file descriptors", "open_files")
+        ),
+        other => panic!("expected a resource error, got: {other}"),
+    }
+    let text = err.to_string();
+    assert_eq!(text.matches("raise the sandbox's").count(), 1, "{text}");
+    assert!(!text.contains("worker command"), "{text}");
+}
