@@ -95,6 +95,12 @@ struct RunArgs {
     /// sandbox is left in `error`.
     #[arg(long, default_value_t = 5)]
     max_restarts: u32,
+    /// Process isolation: when module state is saved, and so what a crash
+    /// of the worker loses: `call` (after every call, before its reply: no
+    /// answered call) or `interval` / `interval=MS` (every 2 s / MS
+    /// milliseconds: the calls answered since the last save).
+    #[arg(long, default_value = "interval")]
+    durability: sandbox_core::Durability,
 }
 
 impl RunArgs {
