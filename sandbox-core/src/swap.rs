@@ -291,6 +291,7 @@ impl Manager {
                         reason: e.to_string(),
                     },
                 );
+                self.replace_if_abandoned(sb).await;
                 return Err(e.into());
             }
         };
@@ -398,6 +399,29 @@ impl Manager {
         }
     }
 
+    /// After a failed swap: a worker left carrying plugin code that overran
+    /// its lifecycle deadline (a thread that may run for good, see
+    /// [`Runtime::needs_replacing`](sandbox_isolate::Runtime::needs_replacing))
+    /// is replaced by a fresh one started from its live state, so that code
+    /// is killed and no answered call is lost. The caller holds the `ops`
+    /// lock.
+    async fn replace_if_abandoned(&self, sb: &Arc<Sandbox>) {
+        let Some(why) = sb.runtime().needs_replacing() else {
+            return;
+        };
+        tracing::info!(sandbox = %sb.id, why, "replacing a worker that carries abandoned code");
+        let swaps = sb.state.lock().swaps;
+        match self.relaunch(sb, true).await {
+            Ok(()) => self
+                .inner
+                .events
+                .emit(&sb.id, EventKind::Recycled { swaps }),
+            Err(e) => {
+                tracing::warn!(sandbox = %sb.id, error = %e, "could not replace a worker that carries abandoned code")
+            }
+        }
+    }
+
     /// Swaps `module` of sandbox `id` back (or forward) to retained
     /// `version`, carrying its live state like any swap.
     pub async fn rollback(&self, id: &str, module: &str, version: u32) -> Result<Swapped> {
@@ -462,6 +486,7 @@ impl Manager {
                     reason: e.to_string(),
                 },
             );
+            self.replace_if_abandoned(sb).await;
             return Err(e.into());
         }
         {

@@ -379,4 +379,14 @@ pub trait Runtime: Send + Sync + fmt::Debug {
 
     /// The runtime's pid, backend and active modules.
     fn info(&self) -> RuntimeInfo;
+
+    /// Why this runtime should be replaced, if it should: it carries plugin
+    /// code that overran a lifecycle deadline and was abandoned — a thread
+    /// of a worker that may run (or spin) for good, though every module
+    /// still serves. A host replaces such a runtime when it can (the
+    /// `Manager` recycles the worker from its live state). `None` by
+    /// default, and in-process, where nothing can replace the host.
+    fn needs_replacing(&self) -> Option<String> {
+        None
+    }
 }

@@ -74,6 +74,9 @@ pub(crate) struct Conn {
     lanes_open: std::sync::atomic::AtomicUsize,
     /// Set when the worker could not serve a lane: calls use the channel.
     lanes_off: AtomicBool,
+    /// Why the worker should be replaced: code of a new instance overran
+    /// its lifecycle deadline and was abandoned in it.
+    abandoned: Mutex<Option<String>>,
 }
 
 /// The host's end of a call lane.
@@ -168,7 +171,8 @@ impl Conn {
     /// so. Code of a new instance that never returns (`init`,
     /// `restore_state`, a migration, the health check) only failed its
     /// swap: the old instances keep serving, and the worker keeps the
-    /// abandoned thread until it is replaced.
+    /// abandoned thread until it is replaced
+    /// ([`Runtime::needs_replacing`] says so).
     fn stuck(&self, e: Error) -> Error {
         fn stopped(e: Error) -> Error {
             match e {
@@ -200,6 +204,14 @@ impl Conn {
                 Error::Timeout { module, after, .. } => (module.clone(), *after),
                 _ => return e,
             },
+            Error::Swap { stage, source, .. } => {
+                if let Error::Timeout { module, after, .. } = &**source {
+                    self.abandoned.lock().get_or_insert_with(|| {
+                        format!("{stage} of `{module}` did not return within {after:?} and was abandoned in the worker")
+                    });
+                }
+                return e;
+            }
             Error::Timeout { module, after, .. } => (module.clone(), *after),
             _ => return e,
         };
@@ -435,6 +447,7 @@ impl ProcessRuntime {
             lanes: Mutex::new(Vec::new()),
             lanes_open: std::sync::atomic::AtomicUsize::new(0),
             lanes_off: AtomicBool::new(false),
+            abandoned: Mutex::new(None),
         });
         let read_stream = worker.stream.try_clone().map_err(|e| Error::Worker {
             message: format!("cannot share its socket: {e}"),
@@ -937,6 +950,10 @@ impl Runtime for ProcessRuntime {
             .loaded
             .remove(&(module.to_owned(), version));
         Ok(())
+    }
+
+    fn needs_replacing(&self) -> Option<String> {
+        self.conn.abandoned.lock().clone()
     }
 
     fn info(&self) -> RuntimeInfo {
