@@ -2,6 +2,7 @@
 //! real file-system events. Plugin builds are shared through
 //! `sandbox-testkit`'s target dir and cache.
 
+mod audit;
 mod autoreload;
 mod bad_input;
 mod calls;
