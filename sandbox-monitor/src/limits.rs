@@ -43,7 +43,10 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResourceLimits {
-    /// Resident memory. Default 512 MiB.
+    /// Memory. Default 512 MiB. The monitor checks resident memory against
+    /// it; an isolation backend that enforces it with `RLIMIT_AS` (a worker
+    /// process) counts address space, reserved or used, so a host replaces
+    /// a worker that nears it.
     pub memory_bytes: Option<u64>,
     /// Total CPU time. Default 60 s.
     pub cpu_seconds: Option<u64>,

@@ -26,6 +26,15 @@
 //! exactly as in-process; calls to one module are serialized by the
 //! in-process runtime. Plugin log lines and the runtime's own `tracing`
 //! events are sent to the host, which emits them with the sandbox id.
+//!
+//! Memory: the worker's limit is `RLIMIT_AS`, address space. The allocator
+//! is held to two arenas (see `MALLOC_ARENAS`), because glibc's arena per
+//! thread reserves 64 MiB each and a worker serving many callers ran out
+//! of address space with little memory in use. A load that fails for lack
+//! of address space or descriptors is reported as
+//! [`Error::Exhausted`](crate::Error::Exhausted), the limit at fault named.
+//! Each lifecycle entry point of a module runs within the sandbox's
+//! lifecycle timeout, as in-process.
 
 #![allow(unsafe_code)] // Adopting the inherited descriptor; ignoring SIGXFSZ.
 

@@ -279,3 +279,67 @@ fn a_load_that_finds_no_descriptor_left_is_a_resource_error_said_once() {
     assert_eq!(text.matches("raise the sandbox's").count(), 1, "{text}");
     assert!(!text.contains("worker command"), "{text}");
 }
+
+/// Through the `Manager`, on the default limits: 10,000 calls from 20
+/// concurrent callers, then a hot reload of the counter succeeds and the
+/// total is exact.
+#[test]
+fn a_hot_reload_after_ten_thousand_concurrent_calls_succeeds_on_the_default_limits() {
+    use sandbox_core::{Manager, SandboxSpec};
+    use sandbox_testkit::{test_config, unique_id};
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("counter");
+        fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &src).unwrap();
+        let manager = Manager::builder(test_config(dir.path()))
+            .isolator(sandbox_isolate::Process::new(support::worker()))
+            .build()
+            .unwrap();
+        let id = unique_id("busy");
+        let spec = SandboxSpec::new(&src)
+            .isolation(sandbox_core::isolate::IsolationKind::Process)
+            .profile(sandbox_core::security::Profile::Trusted);
+        assert_eq!(
+            spec.limits,
+            sandbox_core::monitor::ResourceLimits::default()
+        );
+        manager.create(id.clone(), spec).await.unwrap();
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (manager, id) = (manager.clone(), id.clone());
+            callers.spawn(async move {
+                for _ in 0..500 {
+                    manager
+                        .call_json(id.as_str(), "counter", &serde_json::json!({"add": 1}))
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while let Some(done) = callers.join_next().await {
+            done.unwrap();
+        }
+        let pid = manager.info(id.as_str()).unwrap().pid;
+        let busy = vm_size_mib(pid);
+        assert!(busy < 256, "the worker holds {busy} MiB of address space");
+        let lib = std::fs::read_to_string(src.join("src/lib.rs")).unwrap();
+        std::fs::write(
+            src.join("src/lib.rs"),
+            lib.replacen("checked_add(add)", "checked_add(add * 10)", 1),
+        )
+        .unwrap();
+        let report = manager.hot_reload(id.as_str()).await.unwrap();
+        assert_eq!(report.swapped.len(), 1);
+        let out = manager
+            .call_json(id.as_str(), "counter", &serde_json::json!({"add": 1}))
+            .await
+            .unwrap();
+        assert_eq!(out["value"], 10_010);
+        manager.shutdown().await;
+    });
+}
