@@ -32,7 +32,7 @@
 //! thread reserves 64 MiB each and a worker serving many callers ran out
 //! of address space with little memory in use. A load that fails for lack
 //! of address space or descriptors is reported as
-//! [`Error::Exhausted`](crate::Error::Exhausted), the limit at fault named.
+//! [`Error::Exhausted`], the limit at fault named.
 //! Each lifecycle entry point of a module runs within the sandbox's
 //! lifecycle timeout, as in-process.
 
