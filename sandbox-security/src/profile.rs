@@ -32,11 +32,14 @@ pub const DEFAULT_ALLOWED_DEPENDENCIES: &[&str] = &[
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// Untrusted: every [`Capability`] is refused; no network, no file system;
-    /// compiled inside the jail.
+    /// Untrusted: the scan refuses every [`Capability`] (dependencies on the
+    /// allow-list excepted); built and run only inside the jail, without
+    /// network.
     High,
-    /// Semi-trusted: file system (inside the sandbox directory) and environment
-    /// access only; compiled inside the jail.
+    /// Untrusted, but its source may name the file system and the
+    /// environment (the scan allows `std::fs`, `std::env` and their macros);
+    /// built and run only inside the jail, without network, where files are
+    /// limited to what the jail grants every worker (its own work folder).
     #[default]
     Medium,
     /// Trusted: the only profile whose source is built and run outside a
@@ -136,8 +139,13 @@ impl FromStr for Profile {
     }
 }
 
-/// File system access granted to a sandbox at run time (applied by the
-/// isolation backend).
+/// File system access a profile declares for run time.
+///
+/// Informational today: no backend applies it separately. The process
+/// backend's landlock rules are the same under `high` and `medium` (the
+/// worker's own work folder read-write; the build cache and system
+/// libraries read-only), and `trusted` source may run in-process, with the
+/// host's rights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FsAccess {
@@ -163,7 +171,7 @@ pub struct Permissions {
     pub allowed_dependencies: BTreeSet<String>,
     /// Whether the sandbox may open network connections.
     pub network: bool,
-    /// File system access.
+    /// File system access (informational, see [`FsAccess`]).
     pub filesystem: FsAccess,
     /// Whether the source may be compiled outside a jail (its build scripts
     /// and proc macros run with the host's rights).
