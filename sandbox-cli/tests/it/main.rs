@@ -1,6 +1,7 @@
 //! End-to-end tests of the `sandbox` binary: the JSON-lines protocol of
 //! `sandbox run`, `sandbox new` and `sandbox demo`, with real builds.
 
+mod durability;
 mod handover;
 mod host;
 mod new_and_demo;
