@@ -79,8 +79,10 @@ pub enum Capability {
     BuildScript,
     /// A procedural macro crate (`proc-macro = true`).
     ProcMacro,
-    /// A dependency (by package name) that is not on the allow-list, or comes
-    /// from git.
+    /// A normal or build dependency whose package name is not on the
+    /// allow-list. The allow-list goes by name only, wherever the package
+    /// comes from (registry, git or path); a path dependency inside the tree
+    /// is scanned like the rest of it.
     Dependency(String),
     /// Cargo configuration or a toolchain override in the source root
     /// (`.cargo/config.toml`, `rust-toolchain.toml`): it can name programs
