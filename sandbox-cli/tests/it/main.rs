@@ -10,3 +10,4 @@ mod robust;
 mod run;
 mod security;
 mod trust;
+mod workdir;
