@@ -43,11 +43,18 @@ fn a_host_start_removes_the_work_folders_of_killed_hosts_only() {
         .expect("run sandbox");
     assert!(out.status.success(), "{out:?}");
     assert!(!dead.exists(), "the killed host's folder is removed");
-    assert!(live.join("counter@0").exists(), "the live host's folder is kept");
+    assert!(
+        live.join("counter@0").exists(),
+        "the live host's folder is kept"
+    );
     let left: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(left.len(), 1, "the host removed its own folder too: {left:?}");
+    assert_eq!(
+        left.len(),
+        1,
+        "the host removed its own folder too: {left:?}"
+    );
 }
