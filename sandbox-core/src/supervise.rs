@@ -164,11 +164,13 @@ impl Manager {
 
     /// Whether `sb`'s worker holds more than [`ADDRESS_SPACE_RECYCLE`] of
     /// its address-space limit (`memory_bytes`, enforced as `RLIMIT_AS`), in
-    /// the monitor's latest sample. Address space counts from the moment it
+    /// the monitor's latest sample, and grew by a tenth of the limit since
+    /// it was fresh (`fresh`: its pid and address space then), so that a
+    /// fresh worker would be lower. Address space counts from the moment it
     /// is reserved, used or not: near the limit a worker cannot map the
     /// next library version, so it is recycled before that happens.
-    pub(crate) fn near_address_space_limit(&self, sb: &Sandbox) -> bool {
-        let Some(limit) = sb.spec.limits.memory_bytes else {
+    pub(crate) fn near_address_space_limit(&self, sb: &Sandbox, fresh: Option<(u32, u64)>) -> bool {
+        let (Some(limit), Some((_, base))) = (sb.spec.limits.memory_bytes, fresh) else {
             return false;
         };
         let Ok(history) = self.inner.monitor.history(sb.id.as_str()) else {
@@ -176,7 +178,33 @@ impl Manager {
         };
         history.last().is_some_and(|(_, usage)| {
             usage.virtual_bytes as f64 > limit as f64 * ADDRESS_SPACE_RECYCLE
+                && usage.virtual_bytes > base.saturating_add(limit / 10)
         })
+    }
+
+    /// The pid and address space of `sb`'s worker when it was fresh: `known`
+    /// while the worker is the same, else (a new worker) its latest sample.
+    pub(crate) fn fresh_address_space(
+        &self,
+        sb: &Sandbox,
+        known: Option<(u32, u64)>,
+    ) -> Option<(u32, u64)> {
+        let pid = sb.runtime().info().pid;
+        match known {
+            Some((known_pid, _)) if known_pid == pid => known,
+            _ => {
+                let history = self.inner.monitor.history(sb.id.as_str()).ok();
+                let sampled = history.and_then(|h| h.last().map(|(_, u)| u.virtual_bytes));
+                let used = sampled.or_else(|| {
+                    self.inner
+                        .monitor
+                        .sample(sb.id.as_str())
+                        .ok()
+                        .map(|u| u.virtual_bytes)
+                })?;
+                Some((pid, used))
+            }
+        }
     }
 
     /// Reports a worker near its address-space limit (`limit_exceeded`,
@@ -345,6 +373,9 @@ impl Manager {
             return;
         };
         let (weak_sb, weak) = (Arc::downgrade(sb), Arc::downgrade(&self.inner));
+        // The worker's address space before any call: it is recycled for
+        // what it grew by, never for what a fresh one needs.
+        let mut fresh = self.fresh_address_space(sb, None);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -362,7 +393,8 @@ impl Manager {
                     inner: Arc::clone(&inner),
                 };
                 manager.check_limits(&sb, &mut exceeded);
-                let recycle = manager.near_address_space_limit(&sb);
+                fresh = manager.fresh_address_space(&sb, fresh);
+                let recycle = manager.near_address_space_limit(&sb, fresh);
                 if !save && !recycle {
                     continue;
                 }
