@@ -525,6 +525,12 @@ impl Manager {
     /// Rebuilds every module instance of sandbox `id` from its current
     /// version, carrying state, in dependency order (process isolation: in a
     /// fresh worker).
+    ///
+    /// Process isolation: calls that arrive meanwhile are refused (the
+    /// sandbox is `starting`); calls in flight finish on the old worker
+    /// first, and its live state — every answered call included — is what
+    /// the fresh worker starts from. A worker that is already dead (a
+    /// restart by hand from `error`) starts from the last saved state.
     pub async fn restart(&self, id: &str) -> Result<SandboxInfo> {
         self.exclusive(id, "restart", |this, sb| async move {
             this.restart_locked(&sb).await
