@@ -503,10 +503,18 @@ impl Manager {
         let Ok(sb) = self.get(id.as_str()) else {
             return;
         };
-        // A runtime that is not current yet may become so (a relaunch in
-        // progress switches it in under `ops`); one that was replaced never.
+        // A runtime that was replaced is not acted on.
         if sb.generation != generation || sb.epoch.load(Ordering::SeqCst) > epoch {
             return;
+        }
+        // One that is not current yet is being started by a relaunch, which
+        // holds `ops`: it counts only if that relaunch switched it in (a
+        // relaunch that failed because it died left the old one serving).
+        if sb.epoch.load(Ordering::SeqCst) < epoch {
+            let _op = sb.ops.lock().await;
+            if sb.epoch.load(Ordering::SeqCst) != epoch {
+                return;
+            }
         }
         tracing::warn!(sandbox = %sb.id, cause = %crash.cause, "worker crashed");
         self.inner.events.emit(
