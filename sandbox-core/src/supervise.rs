@@ -89,7 +89,6 @@ impl Manager {
         // One folder per launch: a replaced runtime removes its own when it drops.
         let work_dir = self.inner.config.work_dir.join(format!("{id}@{epoch}"));
         let mut launch = LaunchSpec::new(id.to_string(), work_dir);
-        launch.artifact_dirs = vec![self.inner.config.cache_dir.clone()];
         launch.limits = child_limits(&spec.limits);
         launch.disk_limit = spec.limits.disk_bytes;
         launch.output_limit = spec.limits.output_bytes;

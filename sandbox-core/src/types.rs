@@ -319,10 +319,11 @@ pub struct SandboxInfo {
     pub isolation: IsolationKind,
     /// The process hosting its modules.
     pub pid: u32,
-    /// Process isolation: the isolation layers the kernel offers (user, pid,
-    /// mount, net, ipc and uts namespaces, seccomp, the landlock ABI; a
-    /// missing layer is also logged as a warning when the worker starts).
-    pub jail: Option<sandbox_isolate::jail::JailSupport>,
+    /// Process isolation: the jail layers applied to this sandbox's worker
+    /// (namespaces, own uid, landlock, seccomp, `no_new_privs`, network);
+    /// they differ by profile (`trusted` runs with what the kernel has).
+    /// `None` in-process, where nothing is enforced.
+    pub jail: Option<sandbox_isolate::jail::AppliedLayers>,
     /// Its security profile.
     pub profile: Profile,
     /// Whether its source is built inside the jail (every profile but

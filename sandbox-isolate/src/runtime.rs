@@ -222,9 +222,9 @@ pub struct RuntimeInfo {
     pub modules: Vec<(String, u32)>,
     /// Library versions currently held loaded.
     pub loaded_versions: usize,
-    /// The isolation layers the kernel offers a worker (`None` in-process,
-    /// where nothing is enforced).
-    pub jail: Option<crate::jail::JailSupport>,
+    /// The jail layers applied to the worker (`None` in-process, where
+    /// nothing is enforced).
+    pub jail: Option<crate::jail::AppliedLayers>,
 }
 
 /// Why the process hosting a sandbox's modules went away.
@@ -255,7 +255,10 @@ pub struct LaunchSpec {
     /// A folder the runtime may use for its copies of artifacts; it is
     /// created if missing and its contents removed when the runtime drops.
     pub work_dir: PathBuf,
-    /// Folders the modules' artifacts are read from (read-only inside a jail).
+    /// Further folders a worker may read (read-only). None are needed for
+    /// artifacts: the process backend links each one it loads into the
+    /// worker's own artifact folder, so a worker never reads the build
+    /// cache (which holds every sandbox's artifacts).
     pub artifact_dirs: Vec<PathBuf>,
     /// Kernel-enforced limits for a worker process (ignored in-process).
     pub limits: crate::spawn::ChildLimits,

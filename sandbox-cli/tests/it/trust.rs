@@ -130,3 +130,44 @@ fn in_process_isolation_of_untrusted_source_is_refused() {
     );
     assert_eq!(h.close(), 2);
 }
+
+#[test]
+fn a_worker_reads_no_artifact_but_its_own_and_info_reports_its_applied_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("hostile");
+    sandbox_testkit::fixtures::copy_crate(&sandbox_testkit::fixture_dir("hostile-attacks"), &src)
+        .unwrap();
+    let mut h = Host::run(&src, &["--isolation", "process", "--profile", "trusted"]);
+    let attack = |h: &mut Host, path: &str| {
+        h.request(
+            json!({"op": "call", "module": "hostile", "input": {"attack": "read", "arg": path}}),
+            BUILD,
+        )
+    };
+    // Warm: the sandbox is up (its own artifact is in the build cache now).
+    let info = h.request(json!({"op": "info"}), BUILD);
+    let jail = &info["output"]["jail"];
+    assert!(
+        jail["namespaces"].as_array().is_some_and(|n| !n.is_empty()),
+        "{info}"
+    );
+    assert_eq!(jail["no_new_privs"], true, "{info}");
+    assert_eq!(info["output"]["build_jailed"], false, "{info}");
+    // Every library in the shared build cache, its own included: none is
+    // readable by the worker (before, the whole cache was).
+    let cache = sandbox_testkit::shared_cache_root().join("builds");
+    let libraries: Vec<_> = walkdir::WalkDir::new(&cache)
+        .max_depth(3)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "so"))
+        .map(|e| e.path().display().to_string())
+        .take(5)
+        .collect();
+    assert!(!libraries.is_empty(), "no library in {cache:?}");
+    for library in &libraries {
+        let r = attack(&mut h, library);
+        assert_eq!(r["type"], "error", "the worker read {library}: {r}");
+    }
+    assert_eq!(h.quit(), 0);
+}

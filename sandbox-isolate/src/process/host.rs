@@ -384,6 +384,10 @@ impl Conn {
 pub(crate) struct Start {
     pub(crate) sandbox: String,
     pub(crate) work_dir: PathBuf,
+    /// The worker's artifact folder (see `grants_dir`).
+    pub(crate) grants: PathBuf,
+    /// Whether the worker may use the network.
+    pub(crate) network: bool,
     pub(crate) on_crash: Option<CrashHandler>,
     pub(crate) output_limit: Option<u64>,
     pub(crate) disk_limit: Option<u64>,
@@ -397,6 +401,8 @@ pub(crate) struct ProcessRuntime {
     reader_id: Option<ThreadId>,
     output: Option<JoinHandle<()>>,
     work_dir: PathBuf,
+    grants: PathBuf,
+    network: bool,
     report: LayerReport,
     _slot: Option<UidSlot>,
 }
@@ -484,9 +490,33 @@ impl ProcessRuntime {
             reader: Some(reader),
             output: Some(output),
             work_dir: start.work_dir,
+            grants: start.grants,
+            network: start.network,
             report: start.report,
             _slot: slot,
         })
+    }
+}
+
+impl ProcessRuntime {
+    /// Makes `artifact` readable by this worker: a hard link (a copy
+    /// across file systems) in its own artifact folder, which its landlock
+    /// rules allow and which nothing but this host writes. The worker maps
+    /// the file through the descriptor the host opens on that name, so it
+    /// never needs the build cache, which holds every sandbox's artifacts.
+    fn grant(&self, artifact: &Path, version: u32) -> Result<PathBuf> {
+        let name = artifact.file_name().unwrap_or_default().to_string_lossy();
+        let granted = self.grants.join(format!("v{version}-{name}"));
+        let _ = std::fs::remove_file(&granted);
+        let io = |source| Error::Io {
+            action: "making the artifact readable by the worker",
+            path: granted.clone(),
+            source,
+        };
+        if std::fs::hard_link(artifact, &granted).is_err() {
+            std::fs::copy(artifact, &granted).map_err(io)?;
+        }
+        Ok(granted)
     }
 }
 
@@ -506,6 +536,7 @@ impl Drop for ProcessRuntime {
             }
         }
         let _ = std::fs::remove_dir_all(&self.work_dir);
+        let _ = std::fs::remove_dir_all(&self.grants);
     }
 }
 
@@ -828,9 +859,10 @@ impl Runtime for ProcessRuntime {
     fn load(&self, artifact: &Path, version: u32) -> Result<ModuleMeta> {
         let _span = tracing::debug_span!("load", sandbox = %self.conn.sandbox, version, artifact = %artifact.display())
             .entered();
-        let file = std::fs::File::open(artifact).map_err(|source| Error::Io {
+        let granted = self.grant(artifact, version)?;
+        let file = std::fs::File::open(&granted).map_err(|source| Error::Io {
             action: "opening the artifact",
-            path: artifact.to_owned(),
+            path: granted.clone(),
             source,
         })?;
         let op = Op::Load {
@@ -967,7 +999,12 @@ impl Runtime for ProcessRuntime {
                 .map(|(m, v)| (m.clone(), *v))
                 .collect(),
             loaded_versions: mirror.loaded.len(),
-            jail: Some(crate::jail::probe().clone()),
+            jail: Some(crate::jail::AppliedLayers::of_worker(
+                crate::jail::probe(),
+                self.network,
+                self._slot.is_some(),
+                &self.report,
+            )),
         }
     }
 }

@@ -291,6 +291,15 @@ impl Isolator for Process {
             path: spec.work_dir.clone(),
             source,
         })?;
+        let grants = grants_dir(&spec.work_dir);
+        if let Err(source) = std::fs::create_dir_all(&grants) {
+            let _ = std::fs::remove_dir_all(&spec.work_dir);
+            return Err(Error::Io {
+                action: "creating the worker's artifact folder",
+                path: grants,
+                source,
+            });
+        }
         let launched = self.start_configured(spec).or_else(|e| match e {
             // A pooled worker that died while it waited: start a fresh one.
             Error::WorkerDied { .. } if self.pool.is_some() => self.start_fresh(spec),
@@ -305,6 +314,7 @@ impl Isolator for Process {
             Ok(runtime) => Ok(Box::new(runtime)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&spec.work_dir);
+                let _ = std::fs::remove_dir_all(grants_dir(&spec.work_dir));
                 Err(e)
             }
         }
@@ -352,8 +362,12 @@ impl Process {
         };
         let work_fd = open(&spec.work_dir)
             .map_err(dir_error("opening the runtime folder", &spec.work_dir))?;
+        // The only artifacts a worker may read are the ones its host linked
+        // into its own artifact folder (see `ProcessRuntime::load`): not
+        // the build cache, which holds every sandbox's.
+        let grants = grants_dir(&spec.work_dir);
         let mut dirs: Vec<OwnedFd> = Vec::new();
-        for dir in &spec.artifact_dirs {
+        for dir in std::iter::once(&grants).chain(&spec.artifact_dirs) {
             match open(dir) {
                 Ok(fd) => dirs.push(fd),
                 Err(e) => {
@@ -423,6 +437,8 @@ impl Process {
             Start {
                 sandbox: spec.sandbox.clone(),
                 work_dir: spec.work_dir.clone(),
+                grants: grants_dir(&spec.work_dir),
+                network: spec.network,
                 on_crash: spec.on_crash.clone(),
                 output_limit: lower(spec.output_limit, self.config.output_limit),
                 disk_limit: lower(spec.disk_limit, self.config.disk_limit),
@@ -430,6 +446,14 @@ impl Process {
             },
         )
     }
+}
+
+/// The folder a worker may read its artifacts from: beside its runtime
+/// folder (`<id>@<n>.artifacts`), written by the host only.
+pub(crate) fn grants_dir(work_dir: &std::path::Path) -> PathBuf {
+    let mut name = work_dir.file_name().unwrap_or_default().to_owned();
+    name.push(".artifacts");
+    work_dir.with_file_name(name)
 }
 
 /// A worker that did not take its configuration.
