@@ -185,6 +185,14 @@ impl ModuleRecord {
         self.history.current().map(|r| r.number).unwrap_or(0)
     }
 
+    /// The artifact file of retained version `number` and the sha256 the
+    /// compiler recorded for it (to check before loading it again).
+    pub(crate) fn artifact(&self, number: u32) -> Option<(std::path::PathBuf, String)> {
+        let path = self.paths.get(&number)?.clone();
+        let sha256 = self.history.get(number)?.artifact_sha256.clone();
+        Some((path, sha256))
+    }
+
     pub(crate) fn current_meta(&self) -> Option<&ModuleMeta> {
         self.metas.get(&self.current())
     }

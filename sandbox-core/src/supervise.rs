@@ -452,12 +452,12 @@ impl Manager {
                     continue;
                 };
                 let number = rec.current();
-                let path = rec.paths.get(&number).cloned().ok_or_else(|| {
+                let artifact = rec.artifact(number).ok_or_else(|| {
                     Error::Internal(format!(
                         "no artifact recorded for {module} version {number}"
                     ))
                 })?;
-                loads.push((path, number));
+                loads.push((artifact, number));
                 steps.push(SwapStep {
                     carry_state: false,
                     initial_state: states.get(&module).cloned(),
@@ -469,7 +469,8 @@ impl Manager {
         };
         let runtime: Arc<dyn Runtime> = blocking(move || -> Result<Arc<dyn Runtime>> {
             let rt = isolator.launch(&launch)?;
-            for (path, number) in &loads {
+            for ((path, sha256), number) in &loads {
+                sandbox_compiler::verify_file(path, sha256)?;
                 rt.load(path, *number)?;
             }
             rt.swap(&steps)?;

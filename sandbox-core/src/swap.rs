@@ -464,18 +464,19 @@ impl Manager {
                 health_check: state.health_checks.get(module).cloned(),
                 ..SwapStep::new(module, version)
             };
-            (step, rec.current(), graph, rec.paths.get(&version).cloned())
+            (step, rec.current(), graph, rec.artifact(version))
         };
         let rt = sb.runtime();
-        let swapped = blocking(move || {
+        let swapped = blocking(move || -> Result<_> {
             // A restarted or recycled worker loads retained versions on demand.
-            if let Some(path) = path {
+            if let Some((path, sha256)) = path {
+                sandbox_compiler::verify_file(&path, &sha256)?;
                 match rt.load(&path, version) {
                     Ok(_) | Err(sandbox_isolate::Error::AlreadyLoaded { .. }) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 }
             }
-            rt.swap(std::slice::from_ref(&step))
+            Ok(rt.swap(std::slice::from_ref(&step))?)
         })
         .await?;
         if let Err(e) = swapped {
@@ -487,7 +488,7 @@ impl Manager {
                 },
             );
             self.replace_if_abandoned(sb).await;
-            return Err(e.into());
+            return Err(e);
         }
         {
             let mut state = sb.state.lock();

@@ -171,3 +171,51 @@ fn a_worker_reads_no_artifact_but_its_own_and_info_reports_its_applied_layers() 
     }
     assert_eq!(h.quit(), 0);
 }
+
+#[test]
+fn a_restart_refuses_an_artifact_changed_in_the_build_cache() {
+    let (_dir, src) = example("counter");
+    // A build of its own in the shared cache (the key is the content).
+    let lib = src.join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    let nonce = format!("{:?}", std::time::SystemTime::now());
+    // An exported static, so the library's bytes (not only the source)
+    // are this test's own.
+    std::fs::write(
+        &lib,
+        format!("{text}\n#[no_mangle]\npub static TRUST_TEST_NONCE: &str = {nonce:?};\n"),
+    )
+    .unwrap();
+    let mut h = Host::run(&src, &["--isolation", "process", "--profile", "trusted"]);
+    assert_eq!(h.call(3)["output"]["value"], 3);
+    let versions = h.request(json!({"op": "versions", "module": "counter"}), BUILD);
+    let checksum = versions["output"][0]["checksum"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cache = sandbox_testkit::shared_cache_root().join("builds");
+    let cached = walkdir::WalkDir::new(&cache)
+        .max_depth(3)
+        .into_iter()
+        .flatten()
+        .map(|e| e.path().to_owned())
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "so")
+                && std::fs::read(p).is_ok_and(|b| {
+                    use sha2::Digest as _;
+                    hex::encode(sha2::Sha256::digest(&b)) == checksum
+                })
+        })
+        .expect("the sandbox's artifact in the build cache");
+    let mut bytes = std::fs::read(&cached).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&cached, bytes).unwrap();
+
+    let r = h.request(json!({"op": "restart"}), BUILD);
+    assert_eq!(r["type"], "error", "{r}");
+    assert_eq!(r["error"]["kind"], "security", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("modified after it was built"), "{message}");
+    h.quit();
+}
