@@ -79,6 +79,7 @@ const CHECKS: &[&str] = &[
     "watch-latency",
     "process-crash-recovery",
     "build-trust",
+    "no-loss",
 ];
 
 fn checks() -> anyhow::Result<()> {
