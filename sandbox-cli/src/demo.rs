@@ -39,7 +39,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "create a sandbox from the crate (the first run compiles the plugin's dependencies once)",
     );
     let t = Instant::now();
-    let info = manager.create("demo", SandboxSpec::trusted(&source)).await?;
+    let info = manager
+        .create("demo", SandboxSpec::trusted(&source))
+        .await?;
     for m in &info.modules {
         println!(
             "   module `{}` v{} (crate {}, state schema {}) ready in {:.2?}",

@@ -107,11 +107,12 @@ impl RunArgs {
     /// The isolation asked for, or the one the profile implies: source
     /// declared trusted runs in-process, anything else in a jailed worker.
     fn isolation(&self) -> IsolationKind {
-        self.isolation.unwrap_or(if self.profile == Profile::Trusted {
-            IsolationKind::InProcess
-        } else {
-            IsolationKind::Process
-        })
+        self.isolation
+            .unwrap_or(if self.profile == Profile::Trusted {
+                IsolationKind::InProcess
+            } else {
+                IsolationKind::Process
+            })
     }
 }
 
