@@ -125,13 +125,21 @@ impl Cache {
                     return None;
                 }
             }
-            artifacts.push(Artifact {
+            let artifact = Artifact {
                 package: stored.package.clone(),
                 name: stored.name.clone(),
                 path,
                 sha256: stored.sha256.clone(),
                 source_hash: manifest.source_hash.clone(),
-            });
+            };
+            // Only the host writes the cache: a changed file means
+            // something else did. Never hand it out; rebuild instead.
+            if let Err(error) = artifact.verify() {
+                tracing::warn!(entry = %entry.display(), %error, "cache entry was tampered with; removing it and rebuilding");
+                self.remove_entry(&entry);
+                return None;
+            }
+            artifacts.push(artifact);
         }
         if let Err(error) = add_user(&entry, source) {
             tracing::debug!(entry = %entry.display(), %error, "could not record cache user");

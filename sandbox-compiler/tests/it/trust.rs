@@ -226,7 +226,7 @@ fn one_tree_s_build_cannot_overwrite_what_another_tree_loads() -> Result<()> {
 }
 
 #[test]
-fn a_changed_artifact_is_refused_by_verify() -> Result<()> {
+fn a_changed_artifact_is_refused_by_verify_and_never_served_from_the_cache() -> Result<()> {
     let (_dir, source) = crate::support::counter()?;
     let cache = tempfile::tempdir()?;
     let built = compiler(cache.path())?.build(&request(&source))?;
@@ -242,6 +242,13 @@ fn a_changed_artifact_is_refused_by_verify() -> Result<()> {
         err.to_string().contains("modified after it was built"),
         "{err}"
     );
+    // The cache never hands the changed file out again: it rebuilds.
+    let again = compiler(cache.path())?.build(&request(&source))?;
+    assert!(
+        !again.cached,
+        "a tampered cache entry was answered from the cache"
+    );
+    again.artifacts[0].verify()?;
     Ok(())
 }
 
