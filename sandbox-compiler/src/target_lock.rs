@@ -33,14 +33,7 @@ impl TargetLock {
     /// Blocks until this thread holds the target directory whose compiler
     /// state lives in `state_dir`.
     pub fn acquire(state_dir: &Path) -> Result<Self> {
-        let path = state_dir.join("build.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let (path, file) = open(state_dir)?;
         loop {
             match flock(&file, FlockOperation::LockExclusive) {
                 Ok(()) => break,
@@ -56,14 +49,7 @@ impl TargetLock {
 
     /// The lock if nobody holds it now; `None` when someone does.
     pub fn try_acquire(state_dir: &Path) -> Result<Option<Self>> {
-        let path = state_dir.join("build.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let (path, file) = open(state_dir)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(Self {
                 _file: file,
@@ -101,6 +87,19 @@ impl TargetLock {
     fn owners_path(&self) -> PathBuf {
         self.state_dir.join("owners.json")
     }
+}
+
+/// The lock file of the target directory whose state is in `state_dir`.
+fn open(state_dir: &Path) -> Result<(PathBuf, File)> {
+    let path = state_dir.join("build.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    Ok((path, file))
 }
 
 /// Library file (in the target directory) → manifest that last produced it.

@@ -225,6 +225,13 @@ impl Manager {
                 limit: limit as f64,
             },
         );
+        self.recycle(sb, "near its address-space limit").await;
+    }
+
+    /// Replaces the worker by a fresh one started from the live state
+    /// (`recycled` event), or logs why it could not (`why` says what the
+    /// recycle was for); the old worker keeps serving then.
+    pub(crate) async fn recycle(&self, sb: &Arc<Sandbox>, why: &str) {
         let swaps = sb.state.lock().swaps;
         match self.relaunch(sb, true).await {
             Ok(()) => self
@@ -232,7 +239,7 @@ impl Manager {
                 .events
                 .emit(&sb.id, EventKind::Recycled { swaps }),
             Err(e) => {
-                tracing::warn!(sandbox = %sb.id, error = %e, "could not recycle a worker near its address-space limit")
+                tracing::warn!(sandbox = %sb.id, error = %e, why, "could not recycle the worker")
             }
         }
     }
@@ -250,16 +257,7 @@ impl Manager {
             every > 0 && state.swaps >= every
         };
         if recycle {
-            let swaps = sb.state.lock().swaps;
-            match self.relaunch(sb, true).await {
-                Ok(()) => self
-                    .inner
-                    .events
-                    .emit(&sb.id, EventKind::Recycled { swaps }),
-                Err(e) => {
-                    tracing::warn!(sandbox = %sb.id, error = %e, "could not recycle the worker")
-                }
-            }
+            self.recycle(sb, "it swapped enough").await;
             return;
         }
         self.checkpoint(sb).await;

@@ -410,16 +410,7 @@ impl Manager {
             return;
         };
         tracing::info!(sandbox = %sb.id, why, "replacing a worker that carries abandoned code");
-        let swaps = sb.state.lock().swaps;
-        match self.relaunch(sb, true).await {
-            Ok(()) => self
-                .inner
-                .events
-                .emit(&sb.id, EventKind::Recycled { swaps }),
-            Err(e) => {
-                tracing::warn!(sandbox = %sb.id, error = %e, "could not replace a worker that carries abandoned code")
-            }
-        }
+        self.recycle(sb, "it carries abandoned code").await;
     }
 
     /// Swaps `module` of sandbox `id` back (or forward) to retained

@@ -367,3 +367,58 @@ pub fn bump_version(manifest: &Path) -> Result<String> {
     std::fs::write(manifest, out).map_err(io("writing", manifest))?;
     Ok(new)
 }
+
+/// The source of a module `m` that adds `{"add": n}` to a total and whose
+/// `init`, `save_state` or `restore_state` never returns, per `hang`:
+/// `"init"`, `"save"`, `"restore"`, or anything else for a well-behaved
+/// one. For tests of lifecycle deadlines.
+pub fn stuck_plugin(hang: &str) -> String {
+    STUCK.replace("@HANG@", hang)
+}
+
+const STUCK: &str = r#"
+use sandbox_plugin::{export_plugin, json, state, Host, Plugin, Result};
+
+const HANG: &str = "@HANG@";
+
+fn hang(at: &str) {
+    if HANG == at {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct M {
+    total: i64,
+}
+
+impl Plugin for M {
+    const NAME: &'static str = "m";
+
+    fn init(&mut self, _host: &Host<'_>) -> Result<()> {
+        hang("init");
+        Ok(())
+    }
+
+    fn handle(&mut self, _host: &Host<'_>, request: &[u8]) -> Result<Vec<u8>> {
+        let request: serde_json::Value = json::decode(request)?;
+        self.total += request["add"].as_i64().unwrap_or(0);
+        json::encode(&serde_json::json!({ "value": self.total }))
+    }
+
+    fn save_state(&mut self) -> Result<Vec<u8>> {
+        hang("save");
+        state::save(&self.total)
+    }
+
+    fn restore_state(&mut self, _host: &Host<'_>, bytes: &[u8], from: u32) -> Result<()> {
+        hang("restore");
+        self.total = state::load(bytes, from, Self::SCHEMA)?;
+        Ok(())
+    }
+}
+
+export_plugin!(M);
+"#;

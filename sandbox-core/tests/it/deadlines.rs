@@ -13,56 +13,8 @@ use serde_json::json;
 /// The lifecycle deadline the tests run with.
 const LIFECYCLE: Duration = Duration::from_millis(500);
 
-/// A module `m` adding to a total, whose `init` or `save_state` (per
-/// `@HANG@`, or none) never returns.
-const STUCK: &str = r#"
-use sandbox_plugin::{export_plugin, json, state, Host, Plugin, Result};
-
-const HANG: &str = "@HANG@";
-
-fn hang(at: &str) {
-    if HANG == at {
-        loop {
-            std::thread::park();
-        }
-    }
-}
-
-#[derive(Default)]
-pub struct M {
-    total: i64,
-}
-
-impl Plugin for M {
-    const NAME: &'static str = "m";
-
-    fn init(&mut self, _host: &Host<'_>) -> Result<()> {
-        hang("init");
-        Ok(())
-    }
-
-    fn handle(&mut self, _host: &Host<'_>, request: &[u8]) -> Result<Vec<u8>> {
-        let request: serde_json::Value = json::decode(request)?;
-        self.total += request["add"].as_i64().unwrap_or(0);
-        json::encode(&serde_json::json!({ "value": self.total }))
-    }
-
-    fn save_state(&mut self) -> Result<Vec<u8>> {
-        hang("save");
-        state::save(&self.total)
-    }
-
-    fn restore_state(&mut self, _host: &Host<'_>, bytes: &[u8], from: u32) -> Result<()> {
-        self.total = state::load(bytes, from, Self::SCHEMA)?;
-        Ok(())
-    }
-}
-
-export_plugin!(M);
-"#;
-
 fn source(hang: &str) -> String {
-    STUCK.replace("@HANG@", hang)
+    fixtures::stuck_plugin(hang)
 }
 
 /// An in-process spec with the short lifecycle deadline.

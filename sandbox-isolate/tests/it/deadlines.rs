@@ -17,55 +17,6 @@ use crate::support::{self, call};
 /// The lifecycle deadline the tests run with.
 const LIFECYCLE: Duration = Duration::from_millis(500);
 
-/// A module `m` that adds to a total and whose `init`, `save_state` or
-/// `restore_state` (per `hang`, or none) never returns.
-const STUCK: &str = r#"
-use sandbox_plugin::{export_plugin, json, state, Host, Plugin, Result};
-
-const HANG: &str = "@HANG@";
-
-fn hang(at: &str) {
-    if HANG == at {
-        loop {
-            std::thread::park();
-        }
-    }
-}
-
-#[derive(Default)]
-pub struct M {
-    total: i64,
-}
-
-impl Plugin for M {
-    const NAME: &'static str = "m";
-
-    fn init(&mut self, _host: &Host<'_>) -> Result<()> {
-        hang("init");
-        Ok(())
-    }
-
-    fn handle(&mut self, _host: &Host<'_>, request: &[u8]) -> Result<Vec<u8>> {
-        let request: serde_json::Value = json::decode(request)?;
-        self.total += request["add"].as_i64().unwrap_or(0);
-        json::encode(&serde_json::json!({ "value": self.total }))
-    }
-
-    fn save_state(&mut self) -> Result<Vec<u8>> {
-        hang("save");
-        state::save(&self.total)
-    }
-
-    fn restore_state(&mut self, _host: &Host<'_>, bytes: &[u8], from: u32) -> Result<()> {
-        hang("restore");
-        self.total = state::load(bytes, from, Self::SCHEMA)?;
-        Ok(())
-    }
-}
-
-export_plugin!(M);
-"#;
-
 /// The library of module `m` hanging in `hang` (`none`: a well-behaved
 /// one), built below `dir`.
 fn stuck(dir: &Path, hang: &str) -> PathBuf {
@@ -73,7 +24,7 @@ fn stuck(dir: &Path, hang: &str) -> PathBuf {
     fixtures::write_plugin(
         &src,
         &format!("deadline-{hang}"),
-        &STUCK.replace("@HANG@", hang),
+        &fixtures::stuck_plugin(hang),
     )
     .unwrap();
     fixtures::build(&src).unwrap().remove(0).path
@@ -286,7 +237,7 @@ fn a_manager_replaces_a_worker_left_with_an_init_that_never_returns() {
     tokio.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
-        fixtures::write_plugin(&src, "deadline", &STUCK.replace("@HANG@", "none")).unwrap();
+        fixtures::write_plugin(&src, "deadline", &fixtures::stuck_plugin("none")).unwrap();
         let manager = Manager::builder(test_config(dir.path()))
             .isolator(sandbox_isolate::Process::new(support::worker()))
             .build()
@@ -312,7 +263,7 @@ fn a_manager_replaces_a_worker_left_with_an_init_that_never_returns() {
         };
         assert_eq!(add(5).await, 5);
         let first = manager.info(id.as_str()).unwrap().pid;
-        fixtures::write_plugin(&src, "deadline", &STUCK.replace("@HANG@", "init")).unwrap();
+        fixtures::write_plugin(&src, "deadline", &fixtures::stuck_plugin("init")).unwrap();
         let err = manager.hot_reload(id.as_str()).await.unwrap_err();
         assert_eq!(err.kind(), "timeout", "{err}");
         // Replaced before the reload answered.
