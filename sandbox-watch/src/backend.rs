@@ -40,7 +40,7 @@ type RawEvent = notify::Result<notify::Event>;
 ///
 /// - Events are routed to the key whose root contains the path; with nested
 ///   roots the deepest root wins.
-/// - Only files matching the key's [`PathFilter`] count; `target/` and hidden
+/// - Only files matching the key's [`PathFilter`] count; `target/`, version-control and tool
 ///   folders are not even watched.
 /// - A key's [`ChangeSet`] is sent [`WatchConfig::debounce`] after its last
 ///   event, or [`WatchConfig::max_wait`] after its first if events keep coming.

@@ -13,8 +13,12 @@ use crate::{Error, Result};
 /// ignored. Ignored, whatever the globs say:
 ///
 /// - anything under a folder named `target` (build output);
-/// - anything hidden: a file or folder whose name starts with `.` (`.git/`,
-///   `.idea/`, vim's `.lib.rs.swp`, emacs's `.#lib.rs` lock links);
+/// - version-control and tool folders that are never source: `.git`, `.hg`,
+///   `.svn`, `.idea`, `.vscode`, `.cache`. Other hidden folders are watched,
+///   since cargo builds what they hold when the crate graph leads there (a
+///   path dependency in `.vendor/x`, say);
+/// - hidden files: a file whose name starts with `.` (vim's
+///   `.lib.rs.swp`, emacs's `.#lib.rs` lock links);
 /// - editor temp files: names ending in `~`, `*.swp` / `*.swo` / `*.swx`, and
 ///   vim's write-probe file `4913`.
 ///
@@ -95,7 +99,8 @@ impl PathFilter {
     }
 
     /// Whether a folder at `relative` (relative to the sandbox root) is
-    /// skipped entirely: `target` or hidden, or inside one.
+    /// skipped entirely: `target` or a version-control or tool folder, or
+    /// inside one.
     pub fn is_ignored_dir(relative: &Path) -> bool {
         relative.components().any(|component| match component {
             Component::Normal(name) => is_ignored_dir_name(name),
@@ -105,10 +110,14 @@ impl PathFilter {
     }
 }
 
+/// Folders that hold no source cargo reads.
+const IGNORED_DIRS: &[&[u8]] = &[
+    b"target", b".git", b".hg", b".svn", b".idea", b".vscode", b".cache",
+];
+
 /// A folder whose whole subtree is never watched.
 pub(crate) fn is_ignored_dir_name(name: &OsStr) -> bool {
-    let bytes = name.as_encoded_bytes();
-    bytes == b"target" || bytes.starts_with(b".")
+    IGNORED_DIRS.contains(&name.as_encoded_bytes())
 }
 
 fn is_ignored_file_name(name: &OsStr) -> bool {

@@ -60,7 +60,7 @@ pub const DEFAULT_MAX_FILES: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchSpec {
     /// The sandbox's source folder; watched with all its subfolders except
-    /// `target/` and hidden ones. Relative paths are made absolute against the
+    /// `target/` and version-control and tool folders (`.git`, `.idea`, ...). Relative paths are made absolute against the
     /// current directory (symlinks are not resolved).
     pub root: PathBuf,
     /// Globs, relative to `root`, of the files whose changes count; see

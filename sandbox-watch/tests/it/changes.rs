@@ -61,7 +61,7 @@ fn target_hidden_and_unmatched_files_send_nothing() -> Result<()> {
     write(&root.join("target/foo.rs"), "fn main() {}")?;
     write(&root.join("target/debug/deps/new.rs"), "")?;
     write(&root.join(".git/x"), "x")?;
-    write(&root.join(".hidden/inner/lib.rs"), "")?;
+    write(&root.join(".idea/inner/lib.rs"), "")?;
     write(&root.join("src/.cache/lib.rs"), "")?;
     write(&root.join("notes.txt"), "not a source")?;
     write(&root.join("src/target/generated.rs"), "")?;
@@ -70,6 +70,20 @@ fn target_hidden_and_unmatched_files_send_nothing() -> Result<()> {
 
     let changes = next_change(&events, "a")?;
     assert_eq!(changes.paths, paths(root, &["src/lib.rs"]));
+    Ok(())
+}
+
+#[test]
+fn a_build_script_in_a_hidden_path_dependency_is_a_change() -> Result<()> {
+    // Cargo builds what a hidden folder holds when a path dependency points
+    // there, so an edit there must reload like any other.
+    let dir = tree(&[("Cargo.toml", ""), (".vendor/x/build.rs", "fn main() {}")])?;
+    let (watcher, events) = watcher()?;
+    watcher.watch("a", WatchSpec::new(dir.path()))?;
+    let root = dir.path();
+    write(&root.join(".vendor/x/build.rs"), "fn main() { }")?;
+    let changes = next_change(&events, "a")?;
+    assert_eq!(changes.paths, paths(root, &[".vendor/x/build.rs"]));
     Ok(())
 }
 
