@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, Criterion, SamplingMode};
 use sandbox_compiler::{BuildRequest, CargoCompiler, Compiler};
-use sandbox_isolate::spawn::{spawn, ChildSpec};
+use sandbox_jail::spawn::{spawn, ChildSpec};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

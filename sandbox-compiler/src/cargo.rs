@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sandbox_isolate::spawn::{ChildLimits, ChildSpec};
+use sandbox_jail::spawn::{ChildLimits, ChildSpec};
 use sha2::{Digest, Sha256};
 
 use crate::admission;
@@ -16,7 +16,7 @@ use crate::hash::{self, read_manifest};
 use crate::messages::{self, BuildMessages, BuiltArtifact};
 use crate::target_lock::TargetLock;
 use crate::validate::validate_bytes;
-use sandbox_isolate::jail::{FsRules, JailConfig};
+use sandbox_jail::{FsRules, JailConfig};
 
 use crate::{BuildOutput, BuildRequest, Compiler, Diagnostic, Error, Level, Profile, Result};
 
@@ -36,7 +36,7 @@ const TOOLCHAIN_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 ///   folder their jail may write, which starts as a copy of the *seed*:
 ///   the shared crates' dependencies built once
 ///   ([`CargoCompilerBuilder::shared_crate`]).
-/// - **Child process**: cargo starts through `sandbox_isolate::spawn`, so it
+/// - **Child process**: cargo starts through `sandbox_jail::spawn`, so it
 ///   gets a scrubbed environment (no host `RUSTFLAGS`), `RLIMIT_AS` =
 ///   [`BuildRequest::memory_limit`] and its own process group, which
 ///   [`BuildRequest::timeout`] kills whole.

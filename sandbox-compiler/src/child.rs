@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
-use sandbox_isolate::spawn::{kill_group, kill_jailed, spawn, ChildSpec};
+use sandbox_jail::spawn::{kill_group, kill_jailed, spawn, ChildSpec};
 
 use crate::{Error, Result};
 

@@ -193,7 +193,7 @@ pub struct BuildRequest {
     /// outside any jail but from a neutral working directory, so only the
     /// manifests and lockfile are read (skipped while they are unchanged).
     /// Cargo then builds offline inside the process jail of
-    /// `sandbox-isolate` — new namespaces, no network, landlock allowing
+    /// `sandbox-jail` — new namespaces, no network, landlock allowing
     /// writes only to the tree's *own* target directory — so build
     /// scripts, proc macros, wrappers and linkers cannot escape, and
     /// cannot touch what another tree links or loads.

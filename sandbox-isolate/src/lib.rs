@@ -11,45 +11,37 @@
 //! once. Calls that arrive meanwhile wait; calls in flight finish first.
 //!
 //! Backends:
-//! - [`InProcess`] (feature `loader`, on by default): modules run in the
+//! - [`InProcess`]: modules run in the
 //!   host process; a call is a function-pointer call under `catch_unwind`.
 //!   For code you trust.
-//! - [`Process`] (feature `loader`): each sandbox runs in a worker process
+//! - [`Process`]: each sandbox runs in a worker process
 //!   ([`worker::worker_main`]) inside the [`jail`]: namespaces, a uid of its
 //!   own, rlimits, landlock, seccomp; calls are framed messages over a Unix
 //!   socket, a call that overruns its timeout kills the worker, and a dead
 //!   worker is reported to the launch spec's crash handler. For code you do
 //!   not trust.
 //!
-//! [`spawn`] is the workspace's only way to start a child process (cargo,
-//! workers), so limits and environment scrubbing are never forgotten; it and
-//! the [`jail`] are available without the `loader` feature for crates such
-//! as `sandbox-compiler` that only need them.
+//! [`spawn`] (the workspace's only way to start a child process) and the
+//! [`jail`] live in `sandbox-jail`, which `sandbox-compiler` uses directly;
+//! they are re-exported here for the backends' users.
 //!
 //! Hosting sandboxes? You want `sandbox-core`'s `Manager`, which drives this
 //! crate. Writing a plugin? You want `sandbox-plugin`.
 
-pub mod jail;
-pub mod spawn;
+/// The jail (re-exported from `sandbox-jail`).
+pub use sandbox_jail as jail;
+/// The spawning chokepoint (re-exported from `sandbox-jail`).
+pub use sandbox_jail::spawn;
 
-#[cfg(feature = "loader")]
 mod error;
-#[cfg(feature = "loader")]
 mod inprocess;
-#[cfg(feature = "loader")]
 mod process;
-#[cfg(feature = "loader")]
 mod runtime;
-#[cfg(feature = "loader")]
 pub mod worker;
 
-#[cfg(feature = "loader")]
 pub use error::{Error, Result, SwapStage};
-#[cfg(feature = "loader")]
 pub use inprocess::InProcess;
-#[cfg(feature = "loader")]
 pub use process::{Process, WorkerCommand, DEFAULT_OUTPUT_LIMIT};
-#[cfg(feature = "loader")]
 pub use runtime::{
     Crash, CrashHandler, IsolationKind, Isolator, LaunchSpec, Migration, ModuleMeta,
     PluginErrorKind, Runtime, RuntimeInfo, SavedState, SwapOutcome, SwapStep,

@@ -439,7 +439,7 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     }
 }
 
-#[cfg(all(test, feature = "loader"))]
+#[cfg(test)]
 mod tests {
     use super::SavedState;
 

@@ -1,4 +1,5 @@
-//! The layering rule: component crates are leaves.
+//! The layering rule: component crates are leaves, and the foundation
+//! crates below them depend on no crate of the workspace.
 
 use anyhow::bail;
 
@@ -11,6 +12,15 @@ pub const COMPONENTS: &[&str] = &[
     "sandbox-security",
 ];
 
+/// Crates every layer may use, which use no crate of the workspace
+/// themselves: spawning and jailing children.
+pub const FOUNDATION: &[&str] = &["sandbox-jail"];
+
+/// Crates a component must not depend on besides its siblings: the
+/// composing crate and the loader (a component takes spawning and the jail
+/// from the foundation, never the plugin loader).
+const ABOVE_COMPONENTS: &[&str] = &["sandbox-core", "sandbox-isolate"];
+
 /// Checks the rule on the workspace's `cargo metadata`; returns a one-line report.
 pub fn check() -> anyhow::Result<String> {
     let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec()?;
@@ -21,15 +31,28 @@ pub fn check() -> anyhow::Result<String> {
             violations.join("\n  ")
         );
     }
-    Ok(format!("layering ok: {} are leaves", COMPONENTS.join(", ")))
+    Ok(format!(
+        "layering ok: {} are leaves; {} depend on no workspace crate",
+        COMPONENTS.join(", "),
+        FOUNDATION.join(", ")
+    ))
 }
 
-/// Every normal or build dependency of a component crate on `sandbox-core`
-/// or on another component crate, as "a -> b".
+/// Every normal or build dependency of a component crate on `sandbox-core`,
+/// `sandbox-isolate` or another component crate, and of a foundation crate
+/// on any workspace crate, as "a -> b".
 pub fn violations(metadata: &cargo_metadata::Metadata) -> Vec<String> {
+    let workspace: Vec<&str> = metadata
+        .workspace_packages()
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     let mut out = Vec::new();
     for package in metadata.workspace_packages() {
-        if !COMPONENTS.contains(&package.name.as_str()) {
+        let me = package.name.as_str();
+        let component = COMPONENTS.contains(&me);
+        let foundation = FOUNDATION.contains(&me);
+        if !component && !foundation {
             continue;
         }
         for dep in &package.dependencies {
@@ -37,10 +60,13 @@ pub fn violations(metadata: &cargo_metadata::Metadata) -> Vec<String> {
                 continue;
             }
             let name = dep.name.as_str();
-            if name == "sandbox-core"
-                || (COMPONENTS.contains(&name) && name != package.name.as_str())
-            {
-                out.push(format!("{} -> {}", package.name, name));
+            let bad = if foundation {
+                workspace.contains(&name) || ABOVE_COMPONENTS.contains(&name)
+            } else {
+                ABOVE_COMPONENTS.contains(&name) || (COMPONENTS.contains(&name) && name != me)
+            };
+            if bad {
+                out.push(format!("{me} -> {name}"));
             }
         }
     }
@@ -64,7 +90,7 @@ mod tests {
             .iter()
             .map(|p| p.name.as_str())
             .collect();
-        for c in COMPONENTS {
+        for c in COMPONENTS.iter().chain(FOUNDATION) {
             assert!(names.contains(c), "{c} missing from the workspace");
         }
     }
@@ -86,7 +112,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("Cargo.toml"),
-            "[workspace]\nresolver = \"2\"\nmembers = [\"sandbox-core\", \"sandbox-watch\", \"sandbox-compiler\"]\n",
+            "[workspace]\nresolver = \"2\"\nmembers = [\"sandbox-core\", \"sandbox-watch\", \"sandbox-compiler\", \"sandbox-jail\", \"sandbox-isolate\", \"sandbox-monitor\"]\n",
         )
         .unwrap();
         krate("sandbox-core", "");
@@ -97,6 +123,15 @@ mod tests {
         krate(
             "sandbox-compiler",
             "sandbox-watch = { path = \"../sandbox-watch\" }\n",
+        );
+        krate("sandbox-isolate", "");
+        krate(
+            "sandbox-monitor",
+            "sandbox-isolate = { path = \"../sandbox-isolate\" }\n",
+        );
+        krate(
+            "sandbox-jail",
+            "sandbox-monitor = { path = \"../sandbox-monitor\" }\n",
         );
         let metadata = cargo_metadata::MetadataCommand::new()
             .manifest_path(dir.join("Cargo.toml"))
@@ -110,6 +145,8 @@ mod tests {
             found,
             [
                 "sandbox-compiler -> sandbox-watch",
+                "sandbox-jail -> sandbox-monitor",
+                "sandbox-monitor -> sandbox-isolate",
                 "sandbox-watch -> sandbox-core"
             ]
         );

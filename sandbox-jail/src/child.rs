@@ -332,7 +332,7 @@ impl Plan {
 /// single-threaded. Returns in the jailed program only (the reaper and the
 /// init it leaves behind never return); closes every descriptor but stdio
 /// and `keep`.
-pub(crate) fn enter_planned_jail(keep: RawFd) -> io::Result<()> {
+pub fn enter_planned_jail(keep: RawFd) -> io::Result<()> {
     let Some(text) = std::env::var_os(PLAN_ENV) else {
         return Ok(());
     };

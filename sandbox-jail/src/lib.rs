@@ -1,4 +1,11 @@
-//! The jail: the kernel layers that confine a child process.
+//! Spawning and jailing child processes: the workspace's one way to start a
+//! child ([`spawn`]), and the kernel layers that confine it.
+//!
+//! Who uses it: `sandbox-compiler` runs cargo through it (jailed for
+//! untrusted source), `sandbox-isolate` starts and jails its worker
+//! processes with it. It knows nothing of plugins, builds or sandboxes, so
+//! it stands beside the component crates as their shared floor (see
+//! ARCHITECTURE.md). Hosting sandboxes? You want `sandbox-core`.
 //!
 //! A jailed child — the worker process of a sandbox, or `cargo` building a
 //! tree whose source is not trusted — is started by [`spawn`](crate::spawn::spawn)
@@ -47,12 +54,14 @@ mod child;
 mod landlock_rules;
 mod probe;
 mod seccomp;
+pub mod spawn;
 mod uid;
 
 use std::fmt;
 use std::path::PathBuf;
 
-pub(crate) use child::{enter_planned_jail, Prepared, PLAN_ENV};
+pub use child::enter_planned_jail;
+pub(crate) use child::{Prepared, PLAN_ENV};
 pub use landlock_rules::{
     apply_worker_layers, prepare_worker_layers, FsRules, LayerReport, PreparedLayers, WorkerLayers,
     SYSTEM_READ_ONLY,
