@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 /// Long enough for a cold build of the plugin's dependencies.
 pub const BUILD: Duration = Duration::from_secs(600);
 
+// The binary under test is driven from outside, as a user runs it.
+#[allow(clippy::disallowed_methods)]
 pub fn sandbox() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandbox"));
     cmd.env("SANDBOX_CACHE_DIR", sandbox_testkit::shared_cache_root());
