@@ -40,6 +40,7 @@ mod cache;
 mod config;
 mod error;
 mod event;
+mod handle;
 mod manager;
 mod supervise;
 mod swap;
@@ -49,6 +50,7 @@ mod workdir;
 pub use config::Config;
 pub use error::{Error, ErrorClass, Recovery, Result};
 pub use event::{Event, EventKind, EventStream};
+pub use handle::{SandboxEvents, SandboxHandle};
 pub use manager::{Manager, ManagerBuilder};
 pub use types::{
     CallRequest, Durability, IntoSandboxId, ModuleStatus, ReloadReport, SandboxId, SandboxInfo,

@@ -210,3 +210,49 @@ async fn dropping_the_manager_leaves_no_scratch_folder() {
     drop(manager);
     assert!(!work_dir.exists(), "the work dir outlived its manager");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handle_does_what_the_manager_does_for_its_sandbox_and_sees_only_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter");
+    sandbox_testkit::fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &src).unwrap();
+    let other = dir.path().join("other");
+    sandbox_testkit::fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &other)
+        .unwrap();
+    let manager = sandbox_core::Manager::new(sandbox_testkit::test_config(dir.path())).unwrap();
+    let counter = manager
+        .create_handle("h", sandbox_core::SandboxSpec::trusted(&src))
+        .await
+        .unwrap();
+    let mut events = counter.events();
+    manager
+        .create("other", sandbox_core::SandboxSpec::trusted(&other))
+        .await
+        .unwrap();
+    let out = counter
+        .call_json("counter", &serde_json::json!({"add": 4}))
+        .await
+        .unwrap();
+    assert_eq!(out["value"], 4);
+    assert_eq!(counter.info().unwrap().id.as_str(), "h");
+    assert_eq!(counter.versions("counter").unwrap().len(), 1);
+    assert_eq!(manager.sandbox("h").unwrap().id().as_str(), "h");
+    counter.clone().destroy().await.unwrap();
+    // Its own `destroyed` arrives; the other sandbox's creation never does.
+    let deadline = std::time::Duration::from_secs(60);
+    loop {
+        let event = tokio::time::timeout(deadline, events.next())
+            .await
+            .expect("no destroyed event within the deadline")
+            .expect("the stream ended");
+        assert_eq!(event.sandbox.as_str(), "h", "{event:?}");
+        if event.kind.name() == "destroyed" {
+            break;
+        }
+    }
+    let err = counter.info().unwrap_err();
+    assert!(
+        matches!(err, sandbox_core::Error::UnknownSandbox { .. }),
+        "{err}"
+    );
+}
