@@ -84,6 +84,7 @@ const CHECKS: &[&str] = &[
     "process-crash-recovery",
     "build-trust",
     "no-loss",
+    "restructure",
 ];
 
 fn checks() -> anyhow::Result<()> {
