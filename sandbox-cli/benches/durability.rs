@@ -10,6 +10,9 @@
 //!
 //! It lives here, not in `sandbox-core`, because this package has a worker
 //! binary to start (`CARGO_BIN_EXE_sandbox`).
+
+// A bench reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(missing_docs)]
 
 use std::path::Path;

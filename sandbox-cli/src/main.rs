@@ -8,6 +8,9 @@
 //!   like cargo diagnostics and fails when the profile refuses one.
 //! - `sandbox audit verify FILE` checks an audit log's hash chain.
 
+// A command's output is its job; libraries never print (workspace lint).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod audit;
 mod check;
 mod demo;

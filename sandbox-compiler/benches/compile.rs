@@ -5,6 +5,9 @@
 //!   recompiles the plugin crate itself (its dependencies stay built in the
 //!   shared target directory).
 
+// A bench reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

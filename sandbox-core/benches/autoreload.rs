@@ -3,6 +3,9 @@
 //! Not a criterion loop: each sample is a real edit, a real inotify event
 //! and a real incremental cargo build, so it records percentiles itself.
 
+// A bench reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sandbox_core::{EventKind, Manager, SandboxSpec};

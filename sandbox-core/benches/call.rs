@@ -1,6 +1,8 @@
 //! Call overhead: a call through the plugin boundary against a direct call
 //! of the same code, and through the async `Manager` for reference.
 
+// A bench reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::hint::black_box;

@@ -10,6 +10,8 @@
 //! p50 / p99 of the sampled ones are printed and written to
 //! `<target>/sandbox-bench/*.json` for `cargo xtask bench`.
 
+// A bench reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 // A bench measures time: its pauses are the measurement (settling, idle
 // windows) and the programs it compares against run as they are.
 #![allow(clippy::disallowed_methods)]

@@ -1,5 +1,7 @@
 //! How long one `/proc` sample of a process takes.
 
+// A bench reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 // `criterion_group!` generates an undocumented public function.
 #![allow(missing_docs)]
 

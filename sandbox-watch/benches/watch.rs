@@ -7,6 +7,8 @@
 //! - then (only under `--bench`) the idle CPU use of a watcher holding those
 //!   100 roots over 5 s, from `/proc/self/stat`.
 
+// A bench reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 // A bench measures time: its pauses are the measurement (settling, idle
 // windows) and the programs it compares against run as they are.
 #![allow(clippy::disallowed_methods)]

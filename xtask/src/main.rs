@@ -6,6 +6,8 @@
 //! - `checks`: the acceptance checks in `../shared/checks` for landed behaviours.
 //! - `deps`: checks that component crates are leaves (never depend on sandbox-core or on each other).
 
+// A command's output is its job; libraries never print (workspace lint).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 // xtask runs cargo and python for the maintainer, in the foreground: not a
 // sandbox's child, so not the spawning chokepoint's business.
 #![allow(clippy::disallowed_methods)]

@@ -2,6 +2,9 @@
 //! real file-system events. Plugin builds are shared through
 //! `sandbox-testkit`'s target dir and cache.
 
+// Tests may report what they measured; libraries never print.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod audit;
 mod autoreload;
 mod bad_input;

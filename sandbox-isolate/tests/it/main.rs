@@ -2,6 +2,9 @@
 //! built by real cargo (shared target dir, see `sandbox-testkit`) and real
 //! worker processes.
 
+// Tests may report what they measured; libraries never print.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod deadlines;
 mod hostile;
 mod inprocess;
