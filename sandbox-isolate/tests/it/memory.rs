@@ -33,6 +33,23 @@ fn vm_size_mib(pid: u32) -> u64 {
         >> 10
 }
 
+/// A worker under the default limits running module `name`, built from
+/// `source` below `dir`; and the module's artifact.
+fn worker_running(
+    dir: &std::path::Path,
+    name: &str,
+    source: &str,
+) -> (Box<dyn sandbox_isolate::Runtime>, std::path::PathBuf) {
+    let src = dir.join(name);
+    fixtures::write_plugin(&src, name, source).unwrap();
+    let artifact = fixtures::build(&src).unwrap().remove(0).path;
+    let (mut spec, _crashes) = support::spec(dir, name);
+    spec.limits = default_limits();
+    let rt = support::isolator().launch(&spec).expect("launch");
+    start(&*rt, &artifact, name);
+    (rt, artifact)
+}
+
 #[test]
 fn ten_thousand_calls_from_twenty_threads_then_a_reload_fit_the_default_limits() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,13 +114,7 @@ export_plugin!(Hog);
 #[test]
 fn a_load_that_finds_no_address_space_left_is_a_resource_error() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("hog");
-    fixtures::write_plugin(&src, "hog", HOG).unwrap();
-    let hog = fixtures::build(&src).unwrap().remove(0).path;
-    let (mut spec, _crashes) = support::spec(dir.path(), "hog");
-    spec.limits = default_limits();
-    let rt = support::isolator().launch(&spec).expect("launch");
-    start(&*rt, &hog, "hog");
+    let (rt, hog) = worker_running(dir.path(), "hog", HOG);
     let filled = support::call(&*rt, "hog", serde_json::json!({"fill": true})).unwrap();
     assert!(filled["reserved_mib"].as_u64().unwrap() > 100, "{filled}");
     let err = rt.load(&counter(), 1).unwrap_err();
@@ -256,13 +267,7 @@ export_plugin!(Leak);
 #[test]
 fn a_load_that_finds_no_descriptor_left_is_a_resource_error_said_once() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("leak");
-    fixtures::write_plugin(&src, "leak", LEAK).unwrap();
-    let leak = fixtures::build(&src).unwrap().remove(0).path;
-    let (mut spec, _crashes) = support::spec(dir.path(), "leak");
-    spec.limits = default_limits();
-    let rt = support::isolator().launch(&spec).expect("launch");
-    start(&*rt, &leak, "leak");
+    let (rt, leak) = worker_running(dir.path(), "leak", LEAK);
     let opened = support::call(&*rt, "leak", serde_json::json!({})).unwrap();
     assert!(opened["open"].as_u64().unwrap() > 100, "{opened}");
     let err = rt.load(&counter(), 1).unwrap_err();
