@@ -34,12 +34,12 @@ fn vm_size_mib(pid: u32) -> u64 {
 }
 
 /// A worker under the default limits running module `name`, built from
-/// `source` below `dir`; and the module's artifact.
+/// `source` below `dir`.
 fn worker_running(
     dir: &std::path::Path,
     name: &str,
     source: &str,
-) -> (Box<dyn sandbox_isolate::Runtime>, std::path::PathBuf) {
+) -> Box<dyn sandbox_isolate::Runtime> {
     let src = dir.join(name);
     fixtures::write_plugin(&src, name, source).unwrap();
     let artifact = fixtures::build(&src).unwrap().remove(0).path;
@@ -47,7 +47,7 @@ fn worker_running(
     spec.limits = default_limits();
     let rt = support::isolator().launch(&spec).expect("launch");
     start(&*rt, &artifact, name);
-    (rt, artifact)
+    rt
 }
 
 #[test]
@@ -114,7 +114,7 @@ export_plugin!(Hog);
 #[test]
 fn a_load_that_finds_no_address_space_left_is_a_resource_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (rt, hog) = worker_running(dir.path(), "hog", HOG);
+    let rt = worker_running(dir.path(), "hog", HOG);
     let filled = support::call(&*rt, "hog", serde_json::json!({"fill": true})).unwrap();
     assert!(filled["reserved_mib"].as_u64().unwrap() > 100, "{filled}");
     let err = rt.load(&counter(), 1).unwrap_err();
@@ -267,7 +267,7 @@ export_plugin!(Leak);
 #[test]
 fn a_load_that_finds_no_descriptor_left_is_a_resource_error_said_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (rt, leak) = worker_running(dir.path(), "leak", LEAK);
+    let rt = worker_running(dir.path(), "leak", LEAK);
     let opened = support::call(&*rt, "leak", serde_json::json!({})).unwrap();
     assert!(opened["open"].as_u64().unwrap() > 100, "{opened}");
     let err = rt.load(&counter(), 1).unwrap_err();
