@@ -3,7 +3,7 @@
 
 mod fds;
 mod handle;
-mod host;
+mod runtime;
 mod spawner;
 pub(crate) mod wire;
 
@@ -19,7 +19,7 @@ use parking_lot::{Condvar, Mutex};
 use rustix::fs::{Mode, OFlags};
 
 use handle::Worker;
-use host::{ProcessRuntime, Start};
+use runtime::{ProcessRuntime, Start};
 use wire::{Configure, FromWorker, ToWorker};
 
 use crate::error::{Error, Result};

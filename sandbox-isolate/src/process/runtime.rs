@@ -1,5 +1,5 @@
-//! The host side of a running worker: the [`Runtime`] the process backend
-//! hands out.
+//! The host side of a running worker: [`ProcessRuntime`], the [`Runtime`]
+//! the process backend hands out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{BufReader, Read};
@@ -991,7 +991,7 @@ impl Runtime for ProcessRuntime {
     fn info(&self) -> RuntimeInfo {
         let mirror = self.conn.mirror.lock();
         RuntimeInfo {
-            isolation: IsolationKind::Process,
+            isolation: IsolationKind::PROCESS,
             pid: self.conn.pid,
             modules: mirror
                 .modules
