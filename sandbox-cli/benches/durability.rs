@@ -43,7 +43,7 @@ impl Plugin for Big {
         Ok(self.calls.to_string().into_bytes())
     }
 
-    fn save_state(&mut self) -> Result<Vec<u8>> {
+    fn save_state(&self) -> Result<Vec<u8>> {
         Ok(self.data.clone())
     }
 

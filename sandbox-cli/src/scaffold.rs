@@ -107,7 +107,7 @@ const LIB_RS: &str = r#"//! The `{{name}}` plugin module.
 //! requests since the module was first created: it is state, kept across hot
 //! swaps by `save_state` / `restore_state`.
 
-use sandbox_plugin::{export_plugin, json, state, Host, Plugin, Result};
+use sandbox_plugin::{export_plugin, Host, JsonPlugin, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default)]
@@ -116,42 +116,63 @@ pub struct Module {
 }
 
 #[derive(Deserialize)]
-struct Request {
+pub struct Request {
     text: String,
 }
 
 #[derive(Serialize)]
-struct Response {
+pub struct Response {
     echo: String,
     seen: u64,
 }
 
-/// What `save_state` writes (schema 1).
-#[derive(Serialize, Deserialize)]
-struct Saved {
+/// What `save_state` writes (schema 1; bump `SCHEMA` and add `migrate`
+/// when it changes).
+#[derive(Serialize, Deserialize, Default)]
+pub struct Saved {
     seen: u64,
 }
 
-impl Plugin for Module {
+impl JsonPlugin for Module {
     const NAME: &'static str = "{{name}}";
     const SCHEMA: u32 = 1;
+    type Request = Request;
+    type Response = Response;
+    type State = Saved;
 
-    fn handle(&mut self, host: &Host<'_>, request: &[u8]) -> Result<Vec<u8>> {
-        let Request { text } = json::decode(request)?;
+    fn handle(&mut self, host: &Host<'_>, Request { text }: Request) -> Result<Response> {
         self.seen += 1;
         host.debug(format_args!("request {} of {{name}}", self.seen));
-        json::encode(&Response { echo: text, seen: self.seen })
+        Ok(Response { echo: text, seen: self.seen })
     }
 
-    fn save_state(&mut self) -> Result<Vec<u8>> {
-        state::save(&Saved { seen: self.seen })
+    fn save_state(&self) -> Result<Saved> {
+        Ok(Saved { seen: self.seen })
     }
 
-    fn restore_state(&mut self, _host: &Host<'_>, bytes: &[u8], from_schema: u32) -> Result<()> {
-        self.seen = state::load::<Saved>(bytes, from_schema, Self::SCHEMA)?.seen;
+    fn restore_state(&mut self, _host: &Host<'_>, saved: Saved) -> Result<()> {
+        self.seen = saved.seen;
         Ok(())
     }
 }
 
 export_plugin!(Module);
+
+#[cfg(test)]
+mod tests {
+    use sandbox_plugin::testing::Harness;
+    use serde_json::{json, Value};
+
+    use super::Module;
+
+    #[test]
+    fn echoes_and_keeps_its_count_across_a_swap() {
+        let mut module = Harness::<Module>::new().unwrap();
+        let out: Value = module.call_json(&json!({"text": "hi"})).unwrap();
+        assert_eq!(out, json!({"echo": "hi", "seen": 1}));
+        module.swap().unwrap();
+        let out: Value = module.call_json(&json!({"text": "again"})).unwrap();
+        assert_eq!(out["seen"], 2);
+    }
+}
 "#;

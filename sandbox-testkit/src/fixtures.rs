@@ -134,7 +134,7 @@ impl Plugin for Counter {
         json::encode(&serde_json::json!({ "value": self.total }))
     }
 
-    fn save_state(&mut self) -> Result<Vec<u8>> {
+    fn save_state(&self) -> Result<Vec<u8>> {
         state::save(&State { total: self.total })
     }
 
@@ -272,7 +272,7 @@ impl Plugin for Probe {{
         }}
     }}
 
-    fn save_state(&mut self) -> Result<Vec<u8>> {{
+    fn save_state(&self) -> Result<Vec<u8>> {{
         state::save(&Saved {{ total: self.total }})
     }}
 
@@ -408,7 +408,7 @@ impl Plugin for M {
         json::encode(&serde_json::json!({ "value": self.total }))
     }
 
-    fn save_state(&mut self) -> Result<Vec<u8>> {
+    fn save_state(&self) -> Result<Vec<u8>> {
         hang("save");
         state::save(&self.total)
     }

@@ -49,15 +49,24 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs `f`, turning a panic into an [`ErrorKind::Panic`] error.
-fn guard<T>(f: impl FnOnce() -> crate::Result<T>) -> RResult<T, FfiError> {
+/// Runs `f`, turning a panic into an [`ErrorKind::Panic`] error: what every
+/// entry point of a plugin runs under, in a host and in
+/// [`testing::Harness`](crate::testing::Harness).
+pub(crate) fn catch<T>(f: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => RResult::ROk(v),
-        Ok(Err(e)) => RResult::RErr(e.into()),
-        Err(payload) => RResult::RErr(FfiError {
-            kind: ErrorKind::Panic,
-            message: RString::from(format!("plugin panicked: {}", panic_message(&*payload))),
-        }),
+        Ok(result) => result,
+        Err(payload) => Err(crate::Error::new(
+            ErrorKind::Panic,
+            format!("plugin panicked: {}", panic_message(&*payload)),
+        )),
+    }
+}
+
+/// [`catch`], as the boundary's result type.
+fn guard<T>(f: impl FnOnce() -> crate::Result<T>) -> RResult<T, FfiError> {
+    match catch(f) {
+        Ok(v) => RResult::ROk(v),
+        Err(e) => RResult::RErr(e.into()),
     }
 }
 
@@ -81,6 +90,9 @@ impl<P: Plugin> InstanceApi for Adapter<P> {
         })
     }
 
+    // The boundary keeps `&mut self` (changing a receiver changes the
+    // vtable's layout, so every plugin built before would fail the layout
+    // check); the plugin's own `save_state` takes `&self`.
     fn save_state(&mut self) -> RResult<RVec<u8>, FfiError> {
         guard(|| self.0.save_state().map(RVec::from))
     }
@@ -102,11 +114,34 @@ impl<P: Plugin> InstanceApi for Adapter<P> {
 #[allow(dead_code)]
 type _Owned = RBox<()>;
 
-/// Exports `$plugin` (a type implementing [`Plugin`](crate::Plugin)) as this
-/// library's plugin module. Use it once, in a `cdylib` crate.
+/// Exports `$plugin` (a type implementing [`Plugin`](crate::Plugin) or
+/// [`JsonPlugin`](crate::JsonPlugin)) as this library's plugin module. Use it
+/// once, in a `cdylib` crate.
 ///
-/// ```ignore
-/// sandbox_plugin::export_plugin!(Counter);
+/// It exports one symbol, abi_stable's root-module loader
+/// (`sandbox_plugin`'s root module: the module's name, crate version,
+/// schema, dependencies and a constructor), and wraps every entry point so a
+/// panic becomes an [`ErrorKind::Panic`](crate::ErrorKind::Panic) error.
+///
+/// ```
+/// use sandbox_plugin::{export_plugin, Host, JsonPlugin, Result};
+///
+/// #[derive(Default)]
+/// pub struct Upper;
+///
+/// impl JsonPlugin for Upper {
+///     const NAME: &'static str = "upper";
+///     type Request = String;
+///     type Response = String;
+///     type State = ();
+///
+///     fn handle(&mut self, _host: &Host<'_>, text: String) -> Result<String> {
+///         Ok(text.to_uppercase())
+///     }
+/// }
+///
+/// export_plugin!(Upper);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_plugin {

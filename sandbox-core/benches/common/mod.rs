@@ -89,7 +89,7 @@ impl Plugin for Blob {
         self.data = vec![7u8; n];
         json::encode(&serde_json::json!({ "len": self.data.len() }))
     }
-    fn save_state(&mut self) -> Result<Vec<u8>> {
+    fn save_state(&self) -> Result<Vec<u8>> {
         Ok(self.data.clone())
     }
     fn restore_state(&mut self, _host: &Host<'_>, state: &[u8], _from: u32) -> Result<()> {

@@ -27,7 +27,7 @@ impl Plugin for Counter {
         json::encode(&serde_json::json!({ "value": self.total }))
     }
 
-    fn save_state(&mut self) -> Result<Vec<u8>> {
+    fn save_state(&self) -> Result<Vec<u8>> {
         state::save(&serde_json::json!({ "total": self.total }))
     }
 }

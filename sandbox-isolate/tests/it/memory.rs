@@ -158,7 +158,7 @@ impl Plugin for Hog {
         json::encode(&serde_json::json!({ "reserved": self.reserved }))
     }
 
-    fn save_state(&mut self) -> Result<Vec<u8>> {
+    fn save_state(&self) -> Result<Vec<u8>> {
         state::save(&self.reserved)
     }
 

@@ -1,8 +1,8 @@
-//! `score`: `{"text": s}` → `{"tokens": n, "score": x}`: asks `tokenize`
-//! for the tokens, then scores them (longer words weigh more). Keeps a
-//! count of texts scored as its state.
+//! `score`: `{"text": s}` → `{"tokens": n, "score": x, "scored": k}`: asks
+//! `tokenize` for the tokens, then scores them (longer words weigh more).
+//! Keeps a count of texts scored as its state.
 
-use sandbox_plugin::{export_plugin, json, state, Host, Plugin, Result};
+use sandbox_plugin::{export_plugin, Host, JsonPlugin, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default)]
@@ -15,29 +15,39 @@ struct Tokens {
     tokens: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Saved {
+#[derive(Serialize)]
+pub struct Scored {
+    tokens: usize,
+    score: usize,
     scored: u64,
 }
 
-impl Plugin for Score {
+#[derive(Serialize, Deserialize, Default)]
+pub struct Saved {
+    scored: u64,
+}
+
+impl JsonPlugin for Score {
     const NAME: &'static str = "score";
     const DEPENDENCIES: &'static [&'static str] = &["tokenize"];
+    /// The request is passed on to `tokenize` as it came.
+    type Request = serde_json::Value;
+    type Response = Scored;
+    type State = Saved;
 
-    fn handle(&mut self, host: &Host<'_>, request: &[u8]) -> Result<Vec<u8>> {
-        let input: serde_json::Value = json::decode(request)?;
+    fn handle(&mut self, host: &Host<'_>, input: serde_json::Value) -> Result<Scored> {
         let Tokens { tokens } = host.call_json("tokenize", &input)?;
-        let score: usize = tokens.iter().map(|t| t.chars().count()).sum();
+        let score = tokens.iter().map(|t| t.chars().count()).sum();
         self.scored += 1;
-        json::encode(&serde_json::json!({ "tokens": tokens.len(), "score": score, "scored": self.scored }))
+        Ok(Scored { tokens: tokens.len(), score, scored: self.scored })
     }
 
-    fn save_state(&mut self) -> Result<Vec<u8>> {
-        state::save(&Saved { scored: self.scored })
+    fn save_state(&self) -> Result<Saved> {
+        Ok(Saved { scored: self.scored })
     }
 
-    fn restore_state(&mut self, _host: &Host<'_>, bytes: &[u8], from_schema: u32) -> Result<()> {
-        self.scored = state::load::<Saved>(bytes, from_schema, Self::SCHEMA)?.scored;
+    fn restore_state(&mut self, _host: &Host<'_>, saved: Saved) -> Result<()> {
+        self.scored = saved.scored;
         Ok(())
     }
 }
