@@ -1,10 +1,16 @@
 //! The process backend: one jailed worker process per sandbox (see
 //! [`Process`]).
 
+mod conn;
+mod crash;
 mod fds;
 mod handle;
+mod lanes;
+pub(crate) mod log;
+mod migrate;
 mod runtime;
 mod spawner;
+mod watchdog;
 pub(crate) mod wire;
 
 use std::collections::VecDeque;
@@ -385,7 +391,7 @@ impl Process {
             network: spec.network,
             require: self.required(spec),
             artifact_dirs: dirs.len() as u32,
-            log_level: host_log_level(),
+            log_level: log::wanted(),
             lifecycle_timeout: spec.lifecycle_timeout,
         });
         let frame = wire::encode(&configure).map_err(died)?;
@@ -468,19 +474,6 @@ fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-}
-
-/// The most verbose level the host's subscriber wants, as a wire number.
-fn host_log_level() -> u8 {
-    use tracing::level_filters::LevelFilter;
-    match LevelFilter::current() {
-        LevelFilter::OFF => 5,
-        LevelFilter::ERROR => 0,
-        LevelFilter::WARN => 1,
-        LevelFilter::INFO => 2,
-        LevelFilter::DEBUG => 3,
-        _ => 4,
     }
 }
 

@@ -8,26 +8,17 @@ use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::span;
 use tracing::subscriber::Interest;
-use tracing::{Event, Level, Metadata, Subscriber};
+use tracing::{Event, Metadata, Subscriber};
 
 use super::Outbox;
+use crate::process::log::level;
 use crate::process::wire::FromWorker;
-
-/// `tracing` levels as numbers on the wire: 0 = error ... 4 = trace.
-pub(crate) fn level_number(level: &Level) -> u8 {
-    match *level {
-        Level::ERROR => 0,
-        Level::WARN => 1,
-        Level::INFO => 2,
-        Level::DEBUG => 3,
-        Level::TRACE => 4,
-    }
-}
 
 /// Forwards events at or above a level to the host; spans are dropped.
 pub(crate) struct Forward {
     outbox: Arc<Outbox>,
-    /// Most verbose level forwarded (see [`level_number`]); above 4: none.
+    /// Most verbose level forwarded (see [`level`]); above
+    /// [`level::TRACE`]: none.
     max: u8,
 }
 
@@ -76,16 +67,16 @@ impl Subscriber for Forward {
     }
 
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.is_event() && level_number(metadata.level()) <= self.max
+        metadata.is_event() && level::of(metadata.level()) <= self.max
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
         Some(match self.max {
-            0 => LevelFilter::ERROR,
-            1 => LevelFilter::WARN,
-            2 => LevelFilter::INFO,
-            3 => LevelFilter::DEBUG,
-            4 => LevelFilter::TRACE,
+            level::ERROR => LevelFilter::ERROR,
+            level::WARN => LevelFilter::WARN,
+            level::INFO => LevelFilter::INFO,
+            level::DEBUG => LevelFilter::DEBUG,
+            level::TRACE => LevelFilter::TRACE,
             _ => LevelFilter::OFF,
         })
     }
@@ -103,7 +94,7 @@ impl Subscriber for Forward {
         event.record(&mut fields);
         fields.message.push_str(&fields.extra);
         self.outbox.send(&FromWorker::Log {
-            level: level_number(event.metadata().level()),
+            level: level::of(event.metadata().level()),
             module: fields.module,
             target: event.metadata().target().to_owned(),
             message: fields.message,
