@@ -1,3 +1,5 @@
+//! The one error type of the monitor: what went wrong while watching a process, and what to do about it.
+
 use std::path::PathBuf;
 
 /// Everything that can go wrong while monitoring a process.

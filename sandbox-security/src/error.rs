@@ -1,3 +1,5 @@
+//! The one error type of this crate: what a scan, a profile, the audit log or a rate limiter refused, and what to do.
+
 use std::path::PathBuf;
 use std::time::Duration;
 

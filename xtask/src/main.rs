@@ -2,9 +2,10 @@
 //!
 //! - `ci`: fmt check, clippy `-D warnings`, the tests (nextest), docs `-D warnings`, the crate-layering rule.
 //! - `demo`: the guided tour (`sandbox demo`).
-//! - `bench`: every criterion bench, then `BENCHMARKS.md` (the table the README quotes).
+//! - `bench`: every criterion bench, stored in `BENCHMARKS.json`, rendered to `BENCHMARKS.md` and the README's results block.
 //! - `checks`: the acceptance checks in `../shared/checks` for landed behaviours.
 //! - `deps`: checks that component crates are leaves (never depend on sandbox-core or on each other).
+//! - `tidy`: every `.rs` file opens with `//!`, no switched-off test, benchmark documents match `BENCHMARKS.json`.
 
 // A command's output is its job; libraries never print (workspace lint).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -14,6 +15,7 @@
 
 mod bench;
 mod deps;
+mod tidy;
 
 use std::process::{Command, ExitCode};
 
@@ -27,8 +29,9 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..]),
         Some("deps") => deps::check().map(|report| println!("{report}")),
         Some("checks") => checks(),
+        Some("tidy") => tidy::check(),
         _ => {
-            eprintln!("usage: cargo xtask <ci | demo | bench [FILTER] | deps | checks>");
+            eprintln!("usage: cargo xtask <ci | demo | bench [FILTER | --report | --render] | deps | checks | tidy>");
             return ExitCode::from(2);
         }
     };
@@ -58,6 +61,7 @@ pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn ci() -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    tidy::check()?;
     deps::check().map(|report| eprintln!("{report}"))?;
     run(cargo().args([
         "clippy",

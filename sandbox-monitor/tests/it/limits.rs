@@ -1,3 +1,5 @@
+//! Limits: warnings and exceedances, defaults, validation, and the enforcement actions alerts map to.
+
 use std::time::Duration;
 
 use sandbox_monitor::{

@@ -1,3 +1,5 @@
+//! `ProcMonitor` on real processes: sampling, threads, children, alerts, bounded history, key errors.
+
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 

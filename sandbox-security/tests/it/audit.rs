@@ -1,3 +1,5 @@
+//! The hash-chained audit log: entries verify, an edit is named, reopening and shared writers keep the chain.
+
 use sandbox_security::{AuditEvent, AuditLog, Error, GENESIS_HASH};
 
 fn event(n: u32) -> AuditEvent {

@@ -1,3 +1,5 @@
+//! Profiles: what each refuses and allows, how they parse, and `Policy` through `Box`, `Arc` and the no-op.
+
 use std::sync::Arc;
 
 use sandbox_security::{

@@ -1,3 +1,5 @@
+//! Rate limits: a burst passes, then refuses and refills; the error says when to retry; bad rates are refused.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! The source scan: each capability with its position, dependencies, build scripts, modules, macros, cargo configuration.
+
 use sandbox_security::{Capability, Error, Policy, SourcePolicy};
 
 use crate::{counter_example, render, tree};

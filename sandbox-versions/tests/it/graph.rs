@@ -1,3 +1,5 @@
+//! The dependency graph: reload orders in levels, affected sets, cycles named.
+
 use std::collections::BTreeSet;
 
 use insta::assert_snapshot;

@@ -1,3 +1,5 @@
+//! Version history: numbering, a checksum as identity, retention and rollback targets.
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use insta::{assert_json_snapshot, assert_snapshot};
