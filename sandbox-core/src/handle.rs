@@ -17,7 +17,7 @@ use crate::{
 ///
 /// let manager = Manager::new(Config::default())?;
 /// let counter = manager
-///     .create_handle("counter", SandboxSpec::trusted("plugins/examples/counter"))
+///     .create("counter", SandboxSpec::trusted("plugins/examples/counter"))
 ///     .await?;
 /// let out = counter.call_json("counter", &serde_json::json!({"add": 5})).await?;
 /// assert_eq!(out["value"], 5);
@@ -31,20 +31,6 @@ pub struct SandboxHandle {
 }
 
 impl Manager {
-    /// Creates sandbox `id` (see [`Manager::create`]) and returns a handle
-    /// to it.
-    pub async fn create_handle(
-        &self,
-        id: impl crate::IntoSandboxId,
-        spec: crate::SandboxSpec,
-    ) -> Result<SandboxHandle> {
-        let info = self.create(id, spec).await?;
-        Ok(SandboxHandle {
-            manager: self.clone(),
-            id: info.id,
-        })
-    }
-
     /// A handle to the existing sandbox `id`.
     pub fn sandbox(&self, id: &str) -> Result<SandboxHandle> {
         let sb = self.get(id)?;
@@ -56,6 +42,10 @@ impl Manager {
 }
 
 impl SandboxHandle {
+    pub(crate) fn new(manager: Manager, id: SandboxId) -> Self {
+        Self { manager, id }
+    }
+
     /// The sandbox's id.
     pub fn id(&self) -> &SandboxId {
         &self.id

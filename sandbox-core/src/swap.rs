@@ -1,49 +1,17 @@
 //! Operations that change a sandbox's code: hot reload, rollback, restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use sandbox_isolate::{ModuleMeta, SwapStep};
-use sandbox_versions::VersionHistory;
 use tracing::Instrument;
 
 use crate::event::EventKind;
-use crate::manager::{
-    blocking, detached, millis, new_version, unknown_module, ModuleRecord, Pending, Sandbox,
-};
+use crate::manager::{blocking, detached, millis, unknown_module, ModuleRecord, Pending, Sandbox};
+use crate::plan::{self, refuse_downgrade, Loaded, ReloadPlan, Seen};
 use crate::{Error, Manager, ReloadReport, Result, SandboxInfo, Status, Swapped};
-
-/// Refuses to hand `module`'s live state to `version`, whose state schema
-/// `to` is lower than the live one: that version cannot know the state (a
-/// plugin whose `restore_state` ignores unknown schemas would start from
-/// nothing), unless the host registered a migration for the module.
-fn refuse_downgrade(
-    state: &crate::manager::State,
-    id: &crate::SandboxId,
-    module: &str,
-    version: u32,
-    to: u32,
-) -> Result<()> {
-    let Some(from) = state
-        .modules
-        .get(module)
-        .and_then(|rec| rec.current_meta())
-        .map(|meta| meta.schema)
-    else {
-        return Ok(());
-    };
-    if to < from && !state.migrations.contains_key(module) {
-        return Err(Error::SchemaDowngrade {
-            id: id.clone(),
-            module: module.to_owned(),
-            version,
-            from,
-            to,
-        });
-    }
-    Ok(())
-}
 
 impl Manager {
     /// Runs `op` on sandbox `id` holding its `ops` lock (so code-changing
@@ -94,7 +62,7 @@ impl Manager {
                 &sb.id,
                 EventKind::Failed {
                     operation: "reload".into(),
-                    kind: e.kind().into(),
+                    kind: e.kind(),
                     message: e.to_string(),
                 },
             );
@@ -125,91 +93,39 @@ impl Manager {
         let mut pending: Vec<Pending> = Vec::new();
         let mut switch_to: BTreeMap<String, u32> = BTreeMap::new();
         for artifact in build.artifacts {
-            let known = {
-                let state = sb.state.lock();
-                state
-                    .modules
-                    .iter()
-                    .find(|(_, r)| r.artifact == artifact.name)
-                    .map(|(name, rec)| {
-                        let current_sha = rec.history.current().map(|c| c.artifact_sha256.clone());
-                        let existing = rec
-                            .history
-                            .find_checksum(&artifact.sha256)
-                            .map(|r| r.number);
-                        (
-                            name.clone(),
-                            current_sha,
-                            existing,
-                            rec.history.next_number(),
-                        )
-                    })
+            let seen = plan::classify(&sb.state.lock().modules, &artifact.name, &artifact.sha256);
+            let (expected, number) = match seen {
+                Seen::Current => continue,
+                Seen::Retained { module, number } => {
+                    switch_to.insert(module, number);
+                    continue;
+                }
+                Seen::NewVersion { module, number } => (Some(module), number),
+                Seen::NewModule => (None, 1),
             };
-            match known {
-                Some((_, Some(sha), _, _)) if sha == artifact.sha256 => {}
-                Some((module, _, Some(existing), _)) => {
-                    switch_to.insert(module, existing);
-                }
-                Some((module, _, None, number)) => {
-                    let meta = self.load(sb, &artifact, number, &pending).await?;
-                    if meta.name != module {
-                        self.forget_pending(sb, &pending).await;
-                        let _ = sb.runtime().forget(&meta.name, number);
-                        return Err(Error::DuplicateModule {
-                            module: meta.name,
-                            first: module,
-                            second: artifact.name,
-                        });
-                    }
-                    switch_to.insert(module.clone(), number);
-                    pending.push(Pending {
-                        module,
-                        number,
-                        meta,
-                        artifact,
-                        new_module: false,
-                    });
-                }
-                None => {
-                    let meta = self.load(sb, &artifact, 1, &pending).await?;
-                    let clash = sb.state.lock().modules.contains_key(&meta.name)
-                        || pending.iter().any(|p| p.module == meta.name);
-                    if clash {
-                        self.forget_pending(sb, &pending).await;
-                        let _ = sb.runtime().forget(&meta.name, 1);
-                        return Err(Error::DuplicateModule {
-                            module: meta.name,
-                            first: "an existing library".into(),
-                            second: artifact.name,
-                        });
-                    }
-                    switch_to.insert(meta.name.clone(), 1);
-                    pending.push(Pending {
-                        module: meta.name.clone(),
-                        number: 1,
-                        meta,
-                        artifact,
-                        new_module: true,
-                    });
-                }
+            let meta = self.load(sb, &artifact, number, &pending).await?;
+            let clash = match &expected {
+                Some(module) => (meta.name != *module).then(|| module.clone()),
+                None => (sb.state.lock().modules.contains_key(&meta.name)
+                    || pending.iter().any(|p| p.module == meta.name))
+                .then(|| "an existing library".to_owned()),
+            };
+            if let Some(first) = clash {
+                self.forget_pending(sb, &pending).await;
+                let _ = sb.runtime().forget(&meta.name, number);
+                return Err(Error::DuplicateModule {
+                    module: meta.name,
+                    first,
+                    second: artifact.name,
+                });
             }
-        }
-        // No live state goes to a version that cannot know its schema.
-        let downgrade = {
-            let state = sb.state.lock();
-            switch_to.iter().find_map(|(module, number)| {
-                let to = pending
-                    .iter()
-                    .find(|p| &p.module == module && p.number == *number)
-                    .map(|p| &p.meta)
-                    .or_else(|| state.modules.get(module)?.metas.get(number))?
-                    .schema;
-                refuse_downgrade(&state, &sb.id, module, *number, to).err()
-            })
-        };
-        if let Some(e) = downgrade {
-            self.forget_pending(sb, &pending).await;
-            return Err(e);
+            switch_to.insert(meta.name.clone(), number);
+            pending.push(Pending {
+                module: meta.name.clone(),
+                number,
+                meta,
+                artifact,
+            });
         }
         if switch_to.is_empty() {
             self.inner.events.emit(&sb.id, EventKind::Unchanged);
@@ -222,59 +138,23 @@ impl Manager {
             });
         }
 
-        // The new dependency graph and the reload order.
-        let plan = {
-            let state = sb.state.lock();
-            let mut graph = state.graph.clone();
-            let deps_of = |module: &str, number: u32| -> Vec<String> {
-                pending
-                    .iter()
-                    .find(|p| p.module == module && p.number == number)
-                    .map(|p| p.meta.dependencies.clone())
-                    .or_else(|| {
-                        state
-                            .modules
-                            .get(module)
-                            .and_then(|r| r.metas.get(&number))
-                            .map(|m| m.dependencies.clone())
-                    })
-                    .unwrap_or_default()
-            };
-            let mut planned = Ok(());
-            for (module, number) in &switch_to {
-                if let Err(e) = graph.insert(module, &deps_of(module, *number)) {
-                    planned = Err(e);
-                    break;
-                }
-            }
-            planned
-                .and_then(|()| graph.check_dependencies_known())
-                .and_then(|()| graph.reload_order(&switch_to.keys().cloned().collect::<Vec<_>>()))
-                .map(|order| {
-                    let steps: Vec<SwapStep> = order
-                        .into_iter()
-                        .flatten()
-                        .map(|module| {
-                            let version = switch_to.get(&module).copied().unwrap_or_else(|| {
-                                state.modules.get(&module).map(|r| r.current()).unwrap_or(0)
-                            });
-                            let exists = state.modules.contains_key(&module);
-                            SwapStep {
-                                carry_state: exists,
-                                migration: state.migrations.get(&module).cloned(),
-                                health_check: state.health_checks.get(&module).cloned(),
-                                ..SwapStep::new(module, version)
-                            }
-                        })
-                        .collect();
-                    (graph, steps)
+        // The new dependency graph and the reload order (or a refusal).
+        let planned = {
+            let loaded: Vec<Loaded<'_>> = pending
+                .iter()
+                .map(|p| Loaded {
+                    module: &p.module,
+                    number: p.number,
+                    meta: &p.meta,
                 })
+                .collect();
+            plan::plan_reload(&sb.state.lock(), &sb.id, &switch_to, &loaded)
         };
-        let (graph, steps) = match plan {
+        let ReloadPlan { graph, steps } = match planned {
             Ok(plan) => plan,
             Err(e) => {
                 self.forget_pending(sb, &pending).await;
-                return Err(Error::Dependencies(e));
+                return Err(e);
             }
         };
         let modules: Vec<String> = steps.iter().map(|s| s.module.clone()).collect();
@@ -302,26 +182,15 @@ impl Manager {
         {
             let mut state = sb.state.lock();
             for p in pending {
-                let entry = state
-                    .modules
-                    .entry(p.module.clone())
-                    .or_insert_with(|| ModuleRecord {
-                        history: VersionHistory::with_default_retention(p.module.clone()),
-                        metas: HashMap::new(),
-                        artifact: p.artifact.name.clone(),
-                        paths: HashMap::new(),
-                    });
-                if p.new_module {
-                    let _ = entry.history.set_retention(self.inner.config.history);
-                }
-                let recorded = entry.history.record(new_version(&p), now);
-                debug_assert_eq!(
-                    recorded.record().number,
-                    p.number,
-                    "loaded under the number the history assigns"
-                );
-                entry.metas.insert(p.number, p.meta);
-                entry.paths.insert(p.number, p.artifact.path);
+                let record = match state.modules.entry(p.module.clone()) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(ModuleRecord::new(
+                        &p.module,
+                        p.artifact.name.clone(),
+                        self.inner.config.history,
+                    )?),
+                };
+                record.record(p, now);
             }
             for (module, number) in &switch_to {
                 if let Some(rec) = state.modules.get_mut(module) {
@@ -536,7 +405,7 @@ impl Manager {
             self.ensure_running(sb)?;
         }
         self.set_status(sb, Status::Starting);
-        let result = if sb.spec.isolation == sandbox_isolate::IsolationKind::Process {
+        let result = if !sb.spec.isolation.shares_host() {
             // A fresh worker, started from the live state.
             self.relaunch(sb, true).await
         } else {

@@ -245,10 +245,36 @@ async fn process_isolation_without_a_worker_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("counter");
     fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &src).unwrap();
-    let m = manager(dir.path());
+    let missing = dir.path().join("no-such-worker");
+    let m = Manager::new(sandbox_core::Config {
+        worker: Some(missing.clone()),
+        ..sandbox_testkit::test_config(dir.path())
+    })
+    .unwrap();
     let err = m.create("p", SandboxSpec::new(&src)).await.unwrap_err();
     assert!(matches!(err, Error::NoIsolator { .. }), "{err}");
     assert_eq!(err.kind(), "bad_request");
-    assert!(err.to_string().contains("SandboxSpec::trusted"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("`process`"), "{message}");
+    assert!(message.contains(&missing.display().to_string()), "{message}");
+    assert!(m.list().is_empty());
+    // The in-process backend is still there for trusted source.
+    m.create("t", SandboxSpec::trusted(&src)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unregistered_isolation_kind_names_the_kinds_there_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter");
+    fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &src).unwrap();
+    let m = manager(dir.path());
+    let wasm = sandbox_core::isolate::IsolationKind::new("wasm").unwrap();
+    let err = m
+        .create("w", SandboxSpec::new(&src).isolation(wasm))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoIsolator { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("`wasm`") && message.contains("in-process"), "{message}");
     assert!(m.list().is_empty());
 }

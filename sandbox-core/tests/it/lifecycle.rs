@@ -221,7 +221,7 @@ async fn a_handle_does_what_the_manager_does_for_its_sandbox_and_sees_only_its_e
         .unwrap();
     let manager = sandbox_core::Manager::new(sandbox_testkit::test_config(dir.path())).unwrap();
     let counter = manager
-        .create_handle("h", sandbox_core::SandboxSpec::trusted(&src))
+        .create("h", sandbox_core::SandboxSpec::trusted(&src))
         .await
         .unwrap();
     let mut events = counter.events();
