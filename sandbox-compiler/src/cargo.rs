@@ -11,12 +11,12 @@ use sha2::{Digest, Sha256};
 
 use crate::admission;
 use crate::cache::{Cache, Hit, NewArtifact};
-use crate::child::{self, RunError};
+use crate::child::{self, Failure, RunError};
 use crate::hash::{self, read_manifest};
 use crate::messages::{self, BuildMessages, BuiltArtifact};
 use crate::target_lock::TargetLock;
 use crate::validate::validate_bytes;
-use sandbox_jail::{FsRules, JailConfig};
+use sandbox_jail::{BuildTree, FsRules, JailConfig};
 
 use crate::{BuildOutput, BuildRequest, Compiler, Diagnostic, Error, Level, Profile, Result};
 
@@ -38,8 +38,8 @@ const TOOLCHAIN_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 ///   ([`CargoCompilerBuilder::shared_crate`]).
 /// - **Child process**: cargo starts through `sandbox_jail::spawn`, so it
 ///   gets a scrubbed environment (no host `RUSTFLAGS`), `RLIMIT_AS` =
-///   [`BuildRequest::memory_limit`] and its own process group, which
-///   [`BuildRequest::timeout`] kills whole.
+///   [`BuildRequest::memory_limit`] and its own process group (or jail),
+///   which [`BuildRequest::timeout`] kills whole.
 /// - **Cache**: keyed by the sha256 of the source tree (and its `path`
 ///   dependencies), the profile and the toolchain (`rustc -vV`). A hit
 ///   returns without starting cargo. Entries live in the cache directory
@@ -397,7 +397,7 @@ impl CargoCompiler {
         if request.offline {
             spec = spec.arg("--offline");
         }
-        let finished = child::run(&spec, deadline, |stdout| child::read_tail(stdout, 4096))
+        let finished = child::run(&spec, deadline, child::discard)
             .map_err(|e| child::build_error(e, request.timeout))?;
         if finished.status.success() {
             Ok(())
@@ -409,53 +409,17 @@ impl CargoCompiler {
         }
     }
 
-    /// The jail of a build of untrusted source: no network, the system
-    /// libraries and the toolchain read-only, the source trees read-only,
-    /// writes only to the target dir (temp files included: `TMPDIR` points
-    /// inside it). Host secrets such as `/etc/shadow` stay unreadable.
+    /// The jail of a build of untrusted source: no network, and the build
+    /// rule set of the jail crate ([`FsRules::for_build`]): the toolchain
+    /// and the source trees read-only, writes only to this tree's own
+    /// target dir (temp files included: `TMPDIR` points inside it).
     fn build_jail(&self, source: &Path, roots: &[PathBuf], target: &TargetDir) -> JailConfig {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/root"));
-        let from_env = |key: &str, fallback: PathBuf| {
-            std::env::var_os(key).map(PathBuf::from).unwrap_or(fallback)
-        };
-        let mut read_only: Vec<PathBuf> = vec![
-            from_env("CARGO_HOME", home.join(".cargo")),
-            from_env("RUSTUP_HOME", home.join(".rustup")),
-            "/usr".into(),
-            "/bin".into(),
-            "/lib".into(),
-            "/lib64".into(),
-            "/proc".into(),
-            "/dev/null".into(),
-            "/dev/urandom".into(),
-            "/etc/ld.so.cache".into(),
-            "/etc/passwd".into(),
-            "/etc/group".into(),
-            "/etc/nsswitch.conf".into(),
-            "/etc/localtime".into(),
-            source.to_owned(),
-        ];
-        read_only.extend(roots.iter().cloned());
-        read_only.extend(self.shared_crates.iter().cloned());
-        // A shared crate may inherit fields from its workspace's manifest.
-        read_only.extend(
-            self.shared_crates
-                .iter()
-                .flat_map(|dir| dir.ancestors().skip(1))
-                .map(|dir| dir.join("Cargo.toml")),
-        );
-        // Cargo reads `.cargo/config.toml` of every folder above the source.
-        read_only.extend(source.ancestors().map(|dir| dir.join(".cargo")));
-        read_only.retain(|p| p.exists());
-        // Only this tree's own target dir: never the shared one, the seed,
-        // another tree's or the artifact cache.
-        let read_write = vec![target.dir.clone()];
-        JailConfig::build(FsRules {
-            read_only,
-            read_write,
-        })
+        JailConfig::build(FsRules::for_build(&BuildTree {
+            source,
+            path_dependencies: roots,
+            shared_crates: &self.shared_crates,
+            target_dir: &target.dir,
+        }))
     }
 
     /// The target directory of untrusted tree `source`: its own, under
@@ -622,7 +586,7 @@ impl CargoCompiler {
         let spec = self
             .cargo_command(request, &package, &target, "build", Some(&jail))
             .arg("--lib");
-        let finished = child::run(&spec, deadline, |stdout| child::read_tail(stdout, 4096))
+        let finished = child::run(&spec, deadline, child::discard)
             .map_err(|e| child::build_error(e, request.timeout))?;
         if !finished.status.success() {
             return Err(Error::Cargo {
@@ -667,7 +631,7 @@ impl CargoCompiler {
         let spec = self
             .cargo_command(request, source, target, "clean", jail)
             .args(["--package", package]);
-        let finished = child::run(&spec, deadline, |stdout| child::read_tail(stdout, 4096))
+        let finished = child::run(&spec, deadline, child::discard)
             .map_err(|e| child::build_error(e, request.timeout))?;
         if finished.status.success() {
             Ok(())
@@ -877,10 +841,11 @@ fn query_toolchain(rustc: &Path) -> Result<Toolchain> {
         text
     })
     .map_err(|e| match e {
-        RunError::Spawn(e) => error(e.to_string()),
-        RunError::TimedOut => error(format!(
+        RunError::Run(Failure::TimedOut) => error(format!(
             "it did not answer within {TOOLCHAIN_QUERY_TIMEOUT:?}"
         )),
+        RunError::Spawn(e) => error(e.to_string()),
+        RunError::Run(e) => error(e.to_string()),
     })?;
     if !finished.status.success() {
         return Err(error(format!(

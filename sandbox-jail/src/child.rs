@@ -10,26 +10,97 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::seccomp::BpfProgram;
 use super::{probe, JailConfig, JailError, UidPolicy, INNER_ID};
 use crate::spawn::ChildLimits;
 
+/// The version of the [`Plan`] format. A plan of another version is
+/// refused (with [`PlanError::Version`]), never read as something else.
+pub(crate) const PLAN_VERSION: u32 = 1;
+
+/// The namespaces a jail unshares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Namespaces {
+    pub(crate) user: bool,
+    pub(crate) pid: bool,
+    pub(crate) mount: bool,
+    pub(crate) net: bool,
+    pub(crate) ipc: bool,
+    pub(crate) uts: bool,
+}
+
+impl Namespaces {
+    /// The `unshare(2)` flags.
+    fn flags(&self) -> libc::c_int {
+        [
+            (self.user, libc::CLONE_NEWUSER),
+            (self.mount, libc::CLONE_NEWNS),
+            (self.ipc, libc::CLONE_NEWIPC),
+            (self.uts, libc::CLONE_NEWUTS),
+            (self.net, libc::CLONE_NEWNET),
+            (self.pid, libc::CLONE_NEWPID),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |flags, (_, flag)| flags | flag)
+    }
+}
+
 /// The part of a jail every jailed process enters the same way: uid,
 /// rlimits, namespaces, death with the host, the pid namespace's reaper and
 /// init. Plain values, so it can also travel to a program that enters the
-/// jail itself ([`Plan::to_env`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// jail itself: as versioned JSON ([`Plan::to_env`]), read back strictly
+/// ([`Plan::from_env`]: unknown fields, another version or inconsistent
+/// values are refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Plan {
-    unshare: libc::c_int,
-    user_ns: bool,
-    pid_ns: bool,
+    version: u32,
+    namespaces: Namespaces,
     switch_to: Option<u32>,
     outer_uid: u32,
     outer_gid: u32,
     limits: ChildLimits,
     host_pid: libc::pid_t,
+    /// Derived from `namespaces` (not sent).
+    #[serde(skip)]
+    unshare: libc::c_int,
+    /// Derived from the outer ids (not sent).
+    #[serde(skip)]
     uid_map: Vec<u8>,
+    #[serde(skip)]
     gid_map: Vec<u8>,
+}
+
+/// Why a program could not read the jail plan its host gave it (see
+/// [`enter_planned_jail`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The plan is not JSON of the plan's shape (a missing, unknown or
+    /// mistyped field).
+    #[error("SANDBOX_JAIL_PLAN is not a jail plan ({reason}); start this program through `sandbox_jail::spawn::spawn`, which writes it")]
+    Malformed {
+        /// What the parser found wrong.
+        reason: String,
+    },
+    /// The plan is of another version of the format.
+    #[error("SANDBOX_JAIL_PLAN is a jail plan of version {found}, this program reads version {expected}; run a host and worker built from the same sandbox-jail")]
+    Version {
+        /// The plan's version.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// The plan's values contradict each other.
+    #[error("SANDBOX_JAIL_PLAN is inconsistent: {reason}; start this program through `sandbox_jail::spawn::spawn`, which writes it")]
+    Invalid {
+        /// Which values.
+        reason: &'static str,
+    },
 }
 
 /// A jail ready to be applied in a forked child.
@@ -61,21 +132,14 @@ impl Prepared {
         if !missing.is_empty() {
             return Err(JailError::Missing { missing });
         }
-        let mut unshare = 0;
-        if support.user_ns {
-            unshare |= libc::CLONE_NEWUSER;
-        }
-        for (present, flag) in [
-            (support.mount_ns, libc::CLONE_NEWNS),
-            (support.ipc_ns, libc::CLONE_NEWIPC),
-            (support.uts_ns, libc::CLONE_NEWUTS),
-            (support.net_ns && !config.network, libc::CLONE_NEWNET),
-            (support.pid_ns, libc::CLONE_NEWPID),
-        ] {
-            if present {
-                unshare |= flag;
-            }
-        }
+        let namespaces = Namespaces {
+            user: support.user_ns,
+            pid: support.pid_ns,
+            mount: support.mount_ns,
+            net: support.net_ns && !config.network,
+            ipc: support.ipc_ns,
+            uts: support.uts_ns,
+        };
         let switch_to = match config.uid {
             UidPolicy::Fixed(uid) if support.root => Some(uid),
             _ => None,
@@ -93,19 +157,13 @@ impl Prepared {
             _ => None,
         };
         Ok(Self {
-            plan: Plan {
-                unshare,
-                user_ns: support.user_ns,
-                pid_ns: support.pid_ns,
+            plan: Plan::new(
+                namespaces,
                 switch_to,
-                outer_uid,
-                outer_gid,
-                limits: limits.clone(),
-                host_pid: std::process::id() as libc::pid_t,
-                uid_map: Vec::new(),
-                gid_map: Vec::new(),
-            }
-            .mapped(),
+                (outer_uid, outer_gid),
+                limits.clone(),
+                std::process::id() as libc::pid_t,
+            ),
             landlock,
             seccomp,
             pass_fd,
@@ -168,81 +226,81 @@ impl Prepared {
 }
 
 impl Plan {
-    /// Fills in the id maps from the outer ids (they are written between
-    /// `fork` and `exec`, where nothing may allocate).
-    fn mapped(mut self) -> Self {
+    fn new(
+        namespaces: Namespaces,
+        switch_to: Option<u32>,
+        (outer_uid, outer_gid): (u32, u32),
+        limits: ChildLimits,
+        host_pid: libc::pid_t,
+    ) -> Self {
+        Self {
+            version: PLAN_VERSION,
+            namespaces,
+            switch_to,
+            outer_uid,
+            outer_gid,
+            limits,
+            host_pid,
+            unshare: 0,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
+        }
+        .derived()
+    }
+
+    /// Fills in what is derived from the sent fields: the `unshare` flags
+    /// and the id maps (they are written between `fork` and `exec`, where
+    /// nothing may allocate).
+    fn derived(mut self) -> Self {
+        self.unshare = self.namespaces.flags();
         self.uid_map = format!("{INNER_ID} {} 1\n", self.outer_uid).into_bytes();
         self.gid_map = format!("{INNER_ID} {} 1\n", self.outer_gid).into_bytes();
         self
     }
 
-    /// The plan as one environment value (numbers separated by spaces; `-`
-    /// for a limit or uid that is not set).
-    pub(crate) fn to_env(&self) -> String {
-        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-        let l = &self.limits;
-        [
-            self.unshare.to_string(),
-            u8::from(self.user_ns).to_string(),
-            u8::from(self.pid_ns).to_string(),
-            opt(self.switch_to.map(u64::from)),
-            self.outer_uid.to_string(),
-            self.outer_gid.to_string(),
-            opt(l.address_space),
-            opt(l.cpu_seconds),
-            opt(l.file_size),
-            opt(l.open_files),
-            opt(l.processes),
-            opt(l.core_size),
-            self.host_pid.to_string(),
-        ]
-        .join(" ")
+    /// The plan as one environment value: versioned JSON.
+    pub(crate) fn to_env(&self) -> Result<String, JailError> {
+        serde_json::to_string(self).map_err(|e| JailError::Os {
+            action: "writing the jail plan",
+            source: e.into(),
+        })
     }
 
-    /// Reads [`Plan::to_env`]'s form back; `None` if it is not one.
-    pub(crate) fn from_env(text: &str) -> Option<Self> {
-        let f: Vec<&str> = text.split(' ').collect();
-        if f.len() != 13 {
-            return None;
+    /// Reads [`Plan::to_env`]'s form back, strictly: another version, a
+    /// missing, unknown or mistyped field, or values that contradict each
+    /// other are refused.
+    pub(crate) fn from_env(text: &str) -> Result<Self, PlanError> {
+        /// Only the version, read leniently first so that a plan of another
+        /// version is named as such rather than as malformed.
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
         }
-        let opt = |s: &str| -> Option<Option<u64>> {
-            if s == "-" {
-                Some(None)
-            } else {
-                s.parse().ok().map(Some)
-            }
+        let malformed = |e: serde_json::Error| PlanError::Malformed {
+            reason: e.to_string(),
         };
-        let flag = |s: &str| match s {
-            "0" => Some(false),
-            "1" => Some(true),
-            _ => None,
-        };
-        let switch_to = match opt(f[3])? {
-            Some(v) => Some(u32::try_from(v).ok()?),
-            None => None,
-        };
-        Some(
-            Self {
-                unshare: f[0].parse().ok()?,
-                user_ns: flag(f[1])?,
-                pid_ns: flag(f[2])?,
-                switch_to,
-                outer_uid: f[4].parse().ok()?,
-                outer_gid: f[5].parse().ok()?,
-                limits: ChildLimits {
-                    address_space: opt(f[6])?,
-                    cpu_seconds: opt(f[7])?,
-                    file_size: opt(f[8])?,
-                    open_files: opt(f[9])?,
-                    processes: opt(f[10])?,
-                    core_size: opt(f[11])?,
-                },
-                host_pid: f[12].parse().ok()?,
-                uid_map: Vec::new(),
-                gid_map: Vec::new(),
-            }
-            .mapped(),
-        )
+        let Versioned { version } = serde_json::from_str(text).map_err(malformed)?;
+        if version != PLAN_VERSION {
+            return Err(PlanError::Version {
+                found: version,
+                expected: PLAN_VERSION,
+            });
+        }
+        let plan: Plan = serde_json::from_str(text).map_err(malformed)?;
+        if plan.host_pid <= 0 {
+            return Err(PlanError::Invalid {
+                reason: "the host pid is not a process id",
+            });
+        }
+        if plan
+            .switch_to
+            .is_some_and(|id| plan.outer_uid != id || plan.outer_gid != id)
+        {
+            return Err(PlanError::Invalid {
+                reason: "the uid to switch to is not the outer uid and gid",
+            });
+        }
+        Ok(plan.derived())
     }
 
     /// Switches uid, sets rlimits, enters the namespaces, has the process die
@@ -283,7 +341,7 @@ impl Plan {
                     self.unshare as libc::c_ulong,
                 ))?;
             }
-            if self.user_ns {
+            if self.namespaces.user {
                 write_file(c"/proc/self/setgroups".as_ptr(), b"deny")?;
                 write_file(c"/proc/self/gid_map".as_ptr(), &self.gid_map)?;
                 write_file(c"/proc/self/uid_map".as_ptr(), &self.uid_map)?;
@@ -294,7 +352,7 @@ impl Plan {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
 
-            if self.pid_ns {
+            if self.namespaces.pid {
                 // This process stays behind as the host-side reaper; its
                 // child is the namespace's init (pid 1), which forks the
                 // program (pid 2). The program is not the init so that its
@@ -336,12 +394,13 @@ pub fn enter_planned_jail(keep: RawFd) -> io::Result<()> {
     let Some(text) = std::env::var_os(PLAN_ENV) else {
         return Ok(());
     };
-    let plan = text.to_str().and_then(Plan::from_env).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{PLAN_ENV} is not a jail plan"),
-        )
-    })?;
+    let plan = text
+        .to_str()
+        .ok_or(PlanError::Malformed {
+            reason: "it is not UTF-8".to_owned(),
+        })
+        .and_then(Plan::from_env)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: the caller runs this first thing in `main`: one thread.
     unsafe {
         plan.enter()?;
@@ -566,16 +625,19 @@ unsafe fn reap_and_mirror(init: libc::pid_t, status_in: RawFd) -> ! {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_plan_survives_its_trip_through_the_environment() {
-        let full = Plan {
-            unshare: libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET,
-            user_ns: true,
-            pid_ns: true,
-            switch_to: Some(1_251_600),
-            outer_uid: 1_251_600,
-            outer_gid: 1_251_601,
-            limits: ChildLimits {
+    fn full() -> Plan {
+        Plan::new(
+            Namespaces {
+                user: true,
+                pid: true,
+                mount: true,
+                net: true,
+                ipc: true,
+                uts: true,
+            },
+            Some(1_251_600),
+            (1_251_600, 1_251_600),
+            ChildLimits {
                 address_space: Some(1 << 30),
                 cpu_seconds: Some(60),
                 file_size: Some(64 << 20),
@@ -583,33 +645,88 @@ mod tests {
                 processes: Some(64),
                 core_size: Some(0),
             },
-            host_pid: 4242,
-            uid_map: Vec::new(),
-            gid_map: Vec::new(),
+            4242,
+        )
+    }
+
+    #[test]
+    fn a_plan_survives_its_trip_through_the_environment() {
+        let full = full();
+        assert_eq!(
+            full.unshare,
+            libc::CLONE_NEWUSER
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+        );
+        assert_eq!(full.uid_map, b"1000 1251600 1\n");
+        let text = full.to_env().unwrap();
+        assert_eq!(Plan::from_env(&text).unwrap(), full);
+        let bare = Plan::new(
+            Namespaces::default(),
+            None,
+            (0, 0),
+            ChildLimits::default(),
+            1,
+        );
+        assert_eq!(bare.unshare, 0);
+        assert_eq!(Plan::from_env(&bare.to_env().unwrap()).unwrap(), bare);
+    }
+
+    #[test]
+    fn a_corrupted_plan_is_refused_with_a_reason() {
+        let text = full().to_env().unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut value = json.clone();
+            edit(&mut value);
+            value.to_string()
+        };
+        // Not a plan at all, or cut short.
+        for garbage in ["", "1 2 3", "{}", &text[..text.len() / 2]] {
+            let err = Plan::from_env(garbage).unwrap_err();
+            assert!(
+                matches!(err, PlanError::Malformed { .. }),
+                "{garbage:?}: {err}"
+            );
+            assert!(err.to_string().contains("SANDBOX_JAIL_PLAN"), "{err}");
         }
-        .mapped();
-        assert_eq!(Plan::from_env(&full.to_env()), Some(full));
-        let bare = Plan {
-            unshare: 0,
-            user_ns: false,
-            pid_ns: false,
-            switch_to: None,
-            outer_uid: 0,
-            outer_gid: 0,
-            limits: ChildLimits::default(),
-            host_pid: 1,
-            uid_map: Vec::new(),
-            gid_map: Vec::new(),
-        }
-        .mapped();
-        assert_eq!(Plan::from_env(&bare.to_env()), Some(bare));
-        for garbage in [
-            "",
-            "1 2 3",
-            "x 1 1 - 0 0 - - - - - - 1",
-            "0 2 1 - 0 0 - - - - - - 1",
+        // A field of a wrong type, an unknown field (also inside the
+        // limits: a misspelt limit must not be silently unset), a missing
+        // field.
+        for bad in [
+            edited(&|v| v["namespaces"]["pid"] = 2.into()),
+            edited(&|v| v["outer_uid"] = (-1).into()),
+            edited(&|v| v["limits"]["adress_space"] = 1.into()),
+            edited(&|v| v["unshare"] = 0.into()),
+            edited(&|v| {
+                v.as_object_mut().unwrap().remove("host_pid");
+            }),
         ] {
-            assert_eq!(Plan::from_env(garbage), None, "{garbage:?}");
+            let err = Plan::from_env(&bad).unwrap_err();
+            assert!(matches!(err, PlanError::Malformed { .. }), "{bad}: {err}");
+        }
+        // Another version of the format is named as such.
+        let err = Plan::from_env(&edited(&|v| v["version"] = 2.into())).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PlanError::Version {
+                    found: 2,
+                    expected: 1
+                }
+            ),
+            "{err}"
+        );
+        // Values that contradict each other.
+        for bad in [
+            edited(&|v| v["host_pid"] = 0.into()),
+            edited(&|v| v["outer_gid"] = 7.into()),
+        ] {
+            let err = Plan::from_env(&bad).unwrap_err();
+            assert!(matches!(err, PlanError::Invalid { .. }), "{bad}: {err}");
         }
     }
 }

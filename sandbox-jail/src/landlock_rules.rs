@@ -1,7 +1,9 @@
-//! Landlock rules, and the layers a worker applies to itself.
+//! Landlock rules — the two rule sets the workspace uses, a build's
+//! ([`FsRules::for_build`]) and a worker's ([`apply_worker_layers`]) — and
+//! the layers a worker applies to itself.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use landlock::{
     path_beneath_rules, Access, AccessFs, AccessNet, PathBeneath, Ruleset, RulesetAttr,
@@ -129,6 +131,74 @@ impl FsRules {
     }
 }
 
+/// What a build of untrusted source (cargo, its build scripts and proc
+/// macros, rustc) may reach; see [`FsRules::for_build`].
+#[derive(Debug, Clone, Copy)]
+pub struct BuildTree<'a> {
+    /// The source tree (canonical).
+    pub source: &'a Path,
+    /// Further folders of the tree's crate graph outside `source` (its
+    /// path dependencies), read-only.
+    pub path_dependencies: &'a [PathBuf],
+    /// Crates outside every tree that trees may depend on by path (the
+    /// plugin API crate), read-only, with the manifests of the workspaces
+    /// above them.
+    pub shared_crates: &'a [PathBuf],
+    /// The tree's own target directory: the only folder the build writes
+    /// (its temp files included: point `TMPDIR` inside it).
+    pub target_dir: &'a Path,
+}
+
+impl FsRules {
+    /// The rules of a build of untrusted source: the system libraries and
+    /// the toolchain (`CARGO_HOME`, `RUSTUP_HOME`) read-only, the tree and
+    /// what it depends on by path read-only, writes only to its own target
+    /// dir — never a shared target dir, a seed, another tree's or an
+    /// artifact cache. Host secrets such as `/etc/shadow` stay unreadable.
+    /// Paths that do not exist are left out.
+    pub fn for_build(tree: &BuildTree<'_>) -> Self {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
+        let from_env = |key: &str, fallback: PathBuf| {
+            std::env::var_os(key).map(PathBuf::from).unwrap_or(fallback)
+        };
+        let mut read_only: Vec<PathBuf> = vec![
+            from_env("CARGO_HOME", home.join(".cargo")),
+            from_env("RUSTUP_HOME", home.join(".rustup")),
+            "/usr".into(),
+            "/bin".into(),
+            "/lib".into(),
+            "/lib64".into(),
+            "/proc".into(),
+            "/dev/null".into(),
+            "/dev/urandom".into(),
+            "/etc/ld.so.cache".into(),
+            "/etc/passwd".into(),
+            "/etc/group".into(),
+            "/etc/nsswitch.conf".into(),
+            "/etc/localtime".into(),
+            tree.source.to_owned(),
+        ];
+        read_only.extend(tree.path_dependencies.iter().cloned());
+        read_only.extend(tree.shared_crates.iter().cloned());
+        // A shared crate may inherit fields from its workspace's manifest.
+        read_only.extend(
+            tree.shared_crates
+                .iter()
+                .flat_map(|dir| dir.ancestors().skip(1))
+                .map(|dir| dir.join("Cargo.toml")),
+        );
+        // Cargo reads `.cargo/config.toml` of every folder above the source.
+        read_only.extend(tree.source.ancestors().map(|dir| dir.join(".cargo")));
+        read_only.retain(|p| p.exists());
+        Self {
+            read_only,
+            read_write: vec![tree.target_dir.to_owned()],
+        }
+    }
+}
+
 /// Layers a worker applies to itself on its first message, once it knows
 /// which sandbox it serves.
 #[derive(Debug)]
@@ -250,4 +320,46 @@ pub fn apply_worker_layers(
         });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_writes_only_its_own_target_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("tree");
+        let dependency = dir.path().join("dep");
+        let shared = dir.path().join("ws/api");
+        let target = dir.path().join("state/trees/1/target");
+        for d in [&source, &dependency, &shared, &target] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(dir.path().join("ws/Cargo.toml"), "[workspace]\n").unwrap();
+        let rules = FsRules::for_build(&BuildTree {
+            source: &source,
+            path_dependencies: std::slice::from_ref(&dependency),
+            shared_crates: std::slice::from_ref(&shared),
+            target_dir: &target,
+        });
+        assert_eq!(rules.read_write, std::slice::from_ref(&target));
+        for read in [
+            &source,
+            &dependency,
+            &shared,
+            &dir.path().join("ws/Cargo.toml"),
+        ] {
+            assert!(rules.read_only.contains(read), "{read:?} in {rules:?}");
+        }
+        // Nothing above the tree or the target dir is reachable whole.
+        for parent in [dir.path(), &dir.path().join("state"), Path::new("/")] {
+            assert!(
+                !rules.read_only.iter().any(|p| p == parent),
+                "{parent:?} in {rules:?}"
+            );
+        }
+        assert!(!rules.read_only.iter().any(|p| p.starts_with(&target)));
+        assert!(rules.read_only.iter().all(|p| p.exists()));
+    }
 }

@@ -28,9 +28,9 @@
 //!    program (pid 2) — not the init itself, because an init ignores every
 //!    signal it has no handler for, its own `SIGABRT` and the kernel's
 //!    `SIGXCPU` included. The process the host holds as its
-//!    [`Child`](std::process::Child) is a tiny reaper outside the namespace
-//!    that exits the way the program did (same exit code, or killed by the
-//!    same signal). When the program exits the init does, and the kernel
+//!    [`JailedChild`](crate::spawn::JailedChild) is a tiny reaper outside
+//!    the namespace that exits the way the program did (same exit code, or
+//!    killed by the same signal). When the program exits the init does, and the kernel
 //!    kills every process left in the namespace — a grandchild that escaped
 //!    with `setsid` included; the reaper and the init are killed with their
 //!    parents (parent-death signals), so the host's death takes everything
@@ -44,6 +44,23 @@
 //!    its first message (see [`apply_worker_layers`]), so a pre-started
 //!    worker of the warm pool can be given any sandbox's folders.
 //!
+//! 7. **Plans for programs that jail themselves**: a worker started with
+//!    [`ChildSpec::jailed_by_program`](crate::spawn::ChildSpec::jailed_by_program)
+//!    gets the uid, rlimit and namespace part of its jail as versioned JSON
+//!    in its environment and enters it with [`enter_planned_jail`]; a plan
+//!    of another version, with an unknown or missing field, or with values
+//!    that contradict each other is refused ([`PlanError`]).
+//!
+//! Every child is held as a [`JailedChild`](crate::spawn::JailedChild):
+//! it knows how it must be killed (a jail init first, so nothing of it is
+//! orphaned; any other child with its process group), is killed and reaped
+//! when dropped, and runs to a deadline with capped output.
+//!
+//! The two landlock rule sets live here too: a build's
+//! ([`FsRules::for_build`]: the toolchain and the tree read-only, its own
+//! target dir the only folder it writes) and a worker's
+//! ([`apply_worker_layers`]).
+//!
 //! What the kernel offers is detected once by [`probe`]; a layer named in
 //! [`JailConfig::require`] that the kernel lacks makes the spawn fail with
 //! [`JailError::Missing`] instead of running weaker. Layers that are not
@@ -51,6 +68,7 @@
 //! and reported, never created or changed.
 
 mod child;
+mod jailed;
 mod landlock_rules;
 mod probe;
 mod seccomp;
@@ -60,11 +78,11 @@ mod uid;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use child::enter_planned_jail;
+pub use child::{enter_planned_jail, PlanError};
 pub(crate) use child::{Prepared, PLAN_ENV};
 pub use landlock_rules::{
-    apply_worker_layers, prepare_worker_layers, FsRules, LayerReport, PreparedLayers, WorkerLayers,
-    SYSTEM_READ_ONLY,
+    apply_worker_layers, prepare_worker_layers, BuildTree, FsRules, LayerReport, PreparedLayers,
+    WorkerLayers, SYSTEM_READ_ONLY,
 };
 pub use probe::{probe, AppliedLayers, JailSupport};
 pub use seccomp::SeccompProfile;
@@ -242,7 +260,8 @@ pub struct JailConfig {
 impl JailConfig {
     /// For running a build (cargo, build scripts, proc macros) of untrusted
     /// source: no network, process creation and `exec` allowed (cargo
-    /// needs them), landlock limiting the file system to `rules`.
+    /// needs them), landlock limiting the file system to `rules` (usually
+    /// [`FsRules::for_build`]).
     pub fn build(rules: FsRules) -> Self {
         Self {
             network: false,

@@ -6,6 +6,11 @@
 //! its own and death-with-parent cannot be forgotten. A spec with a
 //! [`JailConfig`] (see [`ChildSpec::jail`]) also gets the jail's namespaces,
 //! uid, landlock and seccomp layers.
+//!
+//! [`spawn`] hands back a [`JailedChild`], which knows how its child must
+//! be killed (a jail init first, otherwise its process group), kills and
+//! reaps it when dropped, and can run it to a deadline with capped output
+//! ([`JailedChild::run_to_deadline`]).
 
 #![allow(unsafe_code)] // `pre_exec` to set rlimits and the jail in the child.
 
@@ -17,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use crate::{JailConfig, Prepared};
+use crate::{JailConfig, JailError, Prepared};
+
+pub use crate::jailed::{ChildKiller, Finished, JailedChild, RunError};
 
 use rustix::process::{Resource, Rlimit};
 
@@ -35,7 +42,11 @@ pub const BASE_ENV: &[&str] = &[
 ];
 
 /// Kernel-enforced limits applied to a child with `setrlimit` before it execs.
+///
+/// Parsed strictly: an unknown field is an error, never a limit silently
+/// left unset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChildLimits {
     /// Address space in bytes (`RLIMIT_AS`).
     pub address_space: Option<u64>,
@@ -144,11 +155,12 @@ impl ChildSpec {
     /// non-root uid, and the landlock and seccomp layers `config` asks for.
     /// [`spawn`] fails if a layer `config` requires is missing.
     ///
-    /// The [`Child`] that [`spawn`] returns is then the jail's reaper: the
-    /// program itself runs as pid 1 of a new pid namespace, and the reaper
-    /// exits the way the program does (same code, or killed by the same
-    /// signal). Killing the reaper's process group ([`kill_group`]) kills
-    /// the whole namespace.
+    /// The [`JailedChild`] that [`spawn`] returns then holds the jail's
+    /// reaper: the program itself runs as pid 2 of a new pid namespace
+    /// (under its init), and the reaper exits the way the program does
+    /// (same code, or killed by the same signal). [`JailedChild::kill`]
+    /// kills the namespace's init first, so the whole jail unwinds in
+    /// order.
     pub fn jail(mut self, config: JailConfig) -> Self {
         self.jail = Some(config);
         self
@@ -191,10 +203,49 @@ impl ChildSpec {
     }
 }
 
+/// Why [`spawn`] could not start a child.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The jail could not be set up in the host: a layer the spec requires
+    /// is missing, or building its landlock or seccomp layer failed.
+    #[error(transparent)]
+    Jail(#[from] JailError),
+    /// The spec asks for something that cannot be done.
+    #[error("invalid child spec: {reason}")]
+    Spec {
+        /// What is wrong with it, and what to do instead.
+        reason: &'static str,
+    },
+    /// The program could not be started: it was not found or is not
+    /// executable, or a step of its jail failed in the forked child.
+    #[error("cannot start `{}`: {source}; check the program exists and that the host may create the jail it asks for", program.display())]
+    Start {
+        /// The program of the spec.
+        program: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<SpawnError> for io::Error {
+    fn from(e: SpawnError) -> Self {
+        match e {
+            SpawnError::Start { source, .. } => source,
+            SpawnError::Spec { .. } => io::Error::new(io::ErrorKind::InvalidInput, e),
+            SpawnError::Jail(jail) => jail.into(),
+        }
+    }
+}
+
 /// Starts a child: scrubbed environment, stdout and stderr piped, in a new
-/// process group (so a timeout can kill the whole group with
-/// [`kill_group`]), killed when the host dies, with `spec`'s rlimits.
-pub fn spawn(spec: &ChildSpec) -> io::Result<Child> {
+/// process group, killed when the spawning thread's process dies (a
+/// parent-death signal: spawn from a thread that lives as long as the
+/// child), with `spec`'s rlimits — and in its jail when `spec` has one.
+///
+/// The [`JailedChild`] it returns kills and reaps the child when dropped.
+pub fn spawn(spec: &ChildSpec) -> Result<JailedChild, SpawnError> {
     // The one allowed use: this is the chokepoint the rule points to.
     #[allow(clippy::disallowed_methods)]
     let mut cmd = Command::new(&spec.program);
@@ -218,17 +269,19 @@ pub fn spawn(spec: &ChildSpec) -> io::Result<Child> {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
+    let start_error = |source| SpawnError::Start {
+        program: spec.program.clone(),
+        source,
+    };
     if let Some(jail) = &spec.jail {
         let prepared = Prepared::new(jail, &spec.limits, spec.pass_fd.clone())?;
         if spec.jailed_by_program {
-            let plan = prepared.plan_for_program().ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a program can enter its jail itself only without landlock or seccomp chosen by the host",
-                )
+            let plan = prepared.plan_for_program().ok_or(SpawnError::Spec {
+                reason: "a program can enter its jail itself only without landlock or seccomp chosen by the host; drop `jailed_by_program` or those layers",
             })?;
-            cmd.env(crate::PLAN_ENV, plan.to_env());
-            return spawn_inheriting(cmd, spec);
+            cmd.env(crate::PLAN_ENV, plan.to_env()?);
+            let child = spawn_inheriting(cmd, spec)?;
+            return Ok(JailedChild::new(child, true));
         }
         // SAFETY: the closure runs in the forked child before exec and only
         // makes system calls on values prepared before the fork (see
@@ -248,10 +301,10 @@ pub fn spawn(spec: &ChildSpec) -> io::Result<Child> {
     }
     let child = {
         let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
-        cmd.spawn()?
+        cmd.spawn().map_err(start_error)?
     };
     tracing::debug!(program = %spec.program.display(), pid = child.id(), jailed = spec.jail.is_some(), "spawned child");
-    Ok(child)
+    Ok(JailedChild::new(child, spec.jail.is_some()))
 }
 
 /// Held while a child is being started: a descriptor made inheritable for
@@ -262,18 +315,21 @@ static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Starts `cmd` without a `pre_exec` step (so the standard library uses
 /// `posix_spawn`), with `spec`'s passed descriptor inheritable for this one
 /// child.
-fn spawn_inheriting(mut cmd: Command, spec: &ChildSpec) -> io::Result<Child> {
+fn spawn_inheriting(mut cmd: Command, spec: &ChildSpec) -> Result<Child, SpawnError> {
     use std::os::fd::AsRawFd;
     let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
     let passed = match &spec.pass_fd {
         Some((fd, target)) if fd.as_raw_fd() == *target => Some(fd.as_raw_fd()),
         Some(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a program that enters its jail itself gets its descriptor at its own number",
-            ))
+            return Err(SpawnError::Spec {
+                reason: "a program that enters its jail itself gets its descriptor at its own number; pass `pass_fd(fd, fd.as_raw_fd())`",
+            })
         }
         None => None,
+    };
+    let start_error = |source| SpawnError::Start {
+        program: spec.program.clone(),
+        source,
     };
     let cloexec = |on: bool| -> io::Result<()> {
         if let Some(fd) = passed {
@@ -286,10 +342,10 @@ fn spawn_inheriting(mut cmd: Command, spec: &ChildSpec) -> io::Result<Child> {
         }
         Ok(())
     };
-    cloexec(false)?;
+    cloexec(false).map_err(start_error)?;
     let started = cmd.spawn();
-    cloexec(true)?;
-    let child = started?;
+    cloexec(true).map_err(start_error)?;
+    let child = started.map_err(start_error)?;
     tracing::debug!(program = %spec.program.display(), pid = child.id(), "spawned child that enters its own jail");
     Ok(child)
 }
@@ -356,8 +412,9 @@ pub(crate) fn set_rlimits(limits: &ChildLimits) -> io::Result<()> {
 /// outlives its parent and ends up adopted by whichever process reaps
 /// orphans on this host (the host itself, if it runs as a container's pid
 /// 1). Without a pid namespace (or before the init is started) it is
-/// [`kill_group`]. The caller still reaps `pid`.
-pub fn kill_jailed(pid: u32) -> io::Result<()> {
+/// [`kill_group`]. `pid` must not have been reaped (see
+/// [`JailedChild`], the only caller).
+pub(crate) fn kill_jailed(pid: u32) -> io::Result<()> {
     match jail_init_of(pid) {
         Some(init) => {
             match rustix::process::pidfd_send_signal(&init, rustix::process::Signal::KILL) {
@@ -393,8 +450,9 @@ pub fn parent_of(pid: u32) -> Option<u32> {
 }
 
 /// Kills every process of the group led by `pid` (a child started by
-/// [`spawn`]). A group that is already gone is not an error.
-pub fn kill_group(pid: u32) -> io::Result<()> {
+/// [`spawn`], not reaped yet). A group that is already gone is not an
+/// error.
+pub(crate) fn kill_group(pid: u32) -> io::Result<()> {
     let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

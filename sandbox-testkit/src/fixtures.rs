@@ -181,6 +181,7 @@ pub fn build_raw(dir: &Path, lib_name: &str, copy_to: &Path) -> Result<PathBuf> 
         .arg(&target)
         .current_dir(dir);
     let output = spawn(&spec)
+        .map_err(std::io::Error::from)
         .and_then(|c| c.wait_with_output())
         .map_err(io("running cargo in", dir))?;
     if !output.status.success() {

@@ -3,7 +3,6 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::process::Child;
 use std::time::Duration;
 
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
@@ -11,18 +10,19 @@ use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 use super::wire::{self, FromWorker, PROTOCOL};
 use super::{spawner, WorkerCommand};
 use crate::error::{Error, Result};
-use crate::jail::{probe, JailConfig, JailError, Layers, UidPolicy, UidSlot};
-use crate::spawn::{self, ChildLimits, ChildSpec};
+use crate::jail::{probe, JailConfig, Layers, UidPolicy, UidSlot};
+use crate::spawn::{self, ChildKiller, ChildLimits, ChildSpec, JailedChild, SpawnError};
 use crate::worker::WORKER_FD_ENV;
 
 /// How long a new worker may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A worker process that said hello and waits for its configuration.
+/// Dropped, it is killed and reaped (its [`JailedChild`] sees to it).
 #[derive(Debug)]
 pub(crate) struct Worker {
     /// The jail's reaper (or the worker itself without a pid namespace).
-    pub(crate) child: Option<Child>,
+    pub(crate) child: Option<JailedChild>,
     pub(crate) stream: UnixStream,
     /// The worker's pid in the host's pid namespace.
     pub(crate) pid: u32,
@@ -31,10 +31,12 @@ pub(crate) struct Worker {
 }
 
 /// A worker process started in its jail that has not said hello yet.
+/// Dropped before its hello (its configuration could not be sent), it is
+/// killed and reaped (its [`JailedChild`] sees to it).
 #[derive(Debug)]
 pub(crate) struct Spawned {
     /// `None` once handed on by [`Spawned::hello`].
-    child: Option<Child>,
+    child: Option<JailedChild>,
     stream: Option<UnixStream>,
     slot: Option<UidSlot>,
     program: std::path::PathBuf,
@@ -90,16 +92,11 @@ impl Worker {
         let spawned = spawner::run(move || spawn::spawn(&spec)).ok_or_else(|| Error::Worker {
             message: "the spawner thread panicked".into(),
         })?;
-        let child = spawned.map_err(|e| {
-            match e.into_inner().map(|inner| inner.downcast::<JailError>()) {
-                Some(Ok(jail)) => Error::Jail(*jail),
-                Some(Err(other)) => Error::Worker {
-                    message: format!("cannot start `{}`: {other}", command.program.display()),
-                },
-                None => Error::Worker {
-                    message: format!("cannot start `{}`", command.program.display()),
-                },
-            }
+        let child = spawned.map_err(|e| match e {
+            SpawnError::Jail(jail) => Error::Jail(jail),
+            other => Error::Worker {
+                message: format!("cannot start `{}`: {other}", command.program.display()),
+            },
         })?;
         Ok(Spawned {
             child: Some(child),
@@ -149,7 +146,7 @@ impl Spawned {
                 Ok(worker)
             }
             Err(message) => {
-                let _ = spawn::kill_jailed(child.id());
+                let _ = child.kill();
                 let status = child.wait().ok();
                 let mut stderr = String::new();
                 if let Some(mut err) = child.stderr.take() {
@@ -174,20 +171,9 @@ impl Spawned {
     }
 }
 
-impl Drop for Spawned {
-    /// A worker dropped before its hello (its configuration could not be
-    /// sent) is killed and reaped.
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = spawn::kill_jailed(child.id());
-            let _ = child.wait();
-        }
-    }
-}
-
 impl Worker {
     /// Reads the hello and checks the pid it names is the jail's init.
-    fn hello(&self, child: &Child) -> std::result::Result<u32, String> {
+    fn hello(&self, child: &JailedChild) -> std::result::Result<u32, String> {
         self.stream
             .set_read_timeout(Some(HELLO_TIMEOUT))
             .map_err(|e| e.to_string())?;
@@ -217,24 +203,16 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(self.pidfd.as_ref(), Some(child.id()));
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Kills the worker through its pidfd (never a recycled pid), or its
-/// reaper's process group when there is no pidfd.
-pub(crate) fn kill(pidfd: Option<&OwnedFd>, reaper: Option<u32>) {
+/// Kills the worker through its pidfd (never a recycled pid), or through
+/// its jail's reaper (init first; a no-op once the reaper was reaped) when
+/// there is no pidfd.
+pub(crate) fn kill(pidfd: Option<&OwnedFd>, reaper: Option<&ChildKiller>) {
     match (pidfd, reaper) {
         (Some(fd), _) => {
             let _ = pidfd_send_signal(fd, Signal::KILL);
         }
-        (None, Some(pid)) => {
-            let _ = spawn::kill_jailed(pid);
+        (None, Some(reaper)) => {
+            let _ = reaper.kill();
         }
         (None, None) => {}
     }

@@ -187,7 +187,10 @@ fn only_a_jail_without_host_chosen_layers_can_be_entered_by_the_program() {
         .jail(JailConfig::build(FsRules::default()))
         .jailed_by_program();
     let err = spawn(&spec).expect_err("a build jail needs its pre-exec layers");
-    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    assert!(
+        matches!(err, sandbox_isolate::spawn::SpawnError::Spec { .. }),
+        "{err}"
+    );
 }
 
 /// Killed init first, a jail unwinds in order: nothing of it is orphaned,
@@ -199,6 +202,7 @@ fn a_killed_jail_leaves_no_orphan_to_adopt() {
     let config = JailConfig::worker(UidPolicy::Keep, false, Layers::NONE);
     let spec = ChildSpec::new("/bin/sleep").arg("1000").jail(config);
     let mut reaper = spawn(&spec).expect("spawn a jailed sleep");
+    assert!(reaper.is_jailed(), "a jailed child is killed init first");
     let pid = reaper.id();
     let init: u32 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap()
@@ -207,7 +211,7 @@ fn a_killed_jail_leaves_no_orphan_to_adopt() {
         .expect("the jail's init")
         .parse()
         .unwrap();
-    sandbox_isolate::spawn::kill_jailed(pid).unwrap();
+    reaper.kill().unwrap();
     let status = reaper.wait().unwrap();
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
