@@ -415,12 +415,13 @@ pub enum Level {
 }
 
 impl Level {
-    pub(crate) fn from_rustc(level: &str) -> Self {
+    pub(crate) fn from_rustc(level: &cargo_metadata::diagnostic::DiagnosticLevel) -> Self {
+        use cargo_metadata::diagnostic::DiagnosticLevel as Rustc;
         match level {
-            l if l.starts_with("error") => Level::Error,
-            "warning" => Level::Warning,
-            "note" => Level::Note,
-            "help" => Level::Help,
+            Rustc::Error | Rustc::Ice => Level::Error,
+            Rustc::Warning => Level::Warning,
+            Rustc::Note => Level::Note,
+            Rustc::Help => Level::Help,
             _ => Level::Other,
         }
     }

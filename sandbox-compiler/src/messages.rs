@@ -1,9 +1,11 @@
-//! Reading `cargo build --message-format=json` output.
+//! Reading `cargo build --message-format=json` output, with
+//! `cargo_metadata`'s message types.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use cargo_metadata::diagnostic::{Diagnostic as RustcDiagnostic, DiagnosticLevel};
+use cargo_metadata::{CrateType, Message};
 
 use crate::{Diagnostic, Level};
 
@@ -39,52 +41,6 @@ pub(crate) struct BuiltArtifact {
     pub fresh: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "reason", rename_all = "kebab-case")]
-enum JsonLine {
-    CompilerMessage {
-        manifest_path: PathBuf,
-        message: RustcDiagnostic,
-    },
-    CompilerArtifact {
-        package_id: String,
-        manifest_path: PathBuf,
-        target: Target,
-        filenames: Vec<PathBuf>,
-        #[serde(default)]
-        fresh: bool,
-    },
-    BuildFinished {
-        success: bool,
-    },
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Deserialize)]
-struct Target {
-    name: String,
-    #[serde(default)]
-    crate_types: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct RustcDiagnostic {
-    message: String,
-    level: String,
-    #[serde(default)]
-    spans: Vec<Span>,
-    rendered: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Span {
-    file_name: String,
-    line_start: u32,
-    column_start: u32,
-    is_primary: bool,
-}
-
 /// Reads cargo's JSON lines from `stdout` until it closes. `root` is the
 /// source directory, against which rustc's relative file names are resolved.
 pub(crate) fn read(stdout: impl Read, root: &Path) -> BuildMessages {
@@ -98,35 +54,37 @@ pub(crate) fn read(stdout: impl Read, root: &Path) -> BuildMessages {
 }
 
 pub(crate) fn parse_line(line: &[u8], root: &Path, out: &mut BuildMessages) {
-    let Ok(message) = serde_json::from_slice::<JsonLine>(line) else {
+    let Ok(message) = serde_json::from_slice::<Message>(line) else {
         // Not every line is JSON (a build script may print to stdout through
-        // cargo in some setups); nothing to learn from those.
+        // cargo in some setups), nor every JSON line a message this version
+        // of `cargo_metadata` knows; nothing to learn from those.
         return;
     };
     match message {
-        JsonLine::CompilerMessage {
-            manifest_path,
-            message,
-        } => {
-            if is_summary(&message) || out.diagnostics.len() >= MAX_DIAGNOSTICS {
+        Message::CompilerMessage(message) => {
+            if is_summary(&message.message) || out.diagnostics.len() >= MAX_DIAGNOSTICS {
                 return;
             }
+            // rustc names a member's files relative to the workspace root,
+            // or else to the package: the target's source file is inside
+            // the package.
+            let package_file = message.target.src_path.into_std_path_buf();
             out.diagnostics
-                .push(to_diagnostic(message, &manifest_path, root));
+                .push(to_diagnostic(message.message, &package_file, root));
         }
-        JsonLine::CompilerArtifact {
-            package_id,
-            manifest_path,
-            target,
-            filenames,
-            fresh,
-        } => {
+        Message::CompilerArtifact(artifact) => {
+            let package_id = artifact.package_id.repr;
             if !package_id.contains("path+file://") {
                 return;
             }
+            let files: Vec<PathBuf> = artifact
+                .filenames
+                .into_iter()
+                .map(|f| f.into_std_path_buf())
+                .collect();
             let suffix = format!(".{}", std::env::consts::DLL_EXTENSION);
-            let cdylib = if target.crate_types.iter().any(|t| t == "cdylib") {
-                filenames
+            let cdylib = if artifact.target.crate_types.contains(&CrateType::CDyLib) {
+                files
                     .iter()
                     .find(|f| f.to_string_lossy().ends_with(&suffix))
                     .cloned()
@@ -135,15 +93,15 @@ pub(crate) fn parse_line(line: &[u8], root: &Path, out: &mut BuildMessages) {
             };
             out.artifacts.push(BuiltArtifact {
                 package_id,
-                manifest_path,
-                target_name: target.name,
-                files: filenames,
+                manifest_path: artifact.manifest_path.into_std_path_buf(),
+                target_name: artifact.target.name,
+                files,
                 cdylib,
-                fresh,
+                fresh: artifact.fresh,
             });
         }
-        JsonLine::BuildFinished { success } => out.success = Some(success),
-        JsonLine::Other => {}
+        Message::BuildFinished(finished) => out.success = Some(finished.success),
+        _ => {}
     }
 }
 
@@ -155,13 +113,13 @@ fn is_summary(d: &RustcDiagnostic) -> bool {
         return false;
     }
     let m = d.message.as_str();
-    d.level == "failure-note"
+    d.level == DiagnosticLevel::FailureNote
         || m.starts_with("aborting due to")
-        || (d.level == "warning"
+        || (d.level == DiagnosticLevel::Warning
             && (m.ends_with("warning emitted") || m.ends_with("warnings emitted")))
 }
 
-fn to_diagnostic(d: RustcDiagnostic, manifest_path: &Path, root: &Path) -> Diagnostic {
+fn to_diagnostic(d: RustcDiagnostic, package_file: &Path, root: &Path) -> Diagnostic {
     let span = d
         .spans
         .iter()
@@ -169,22 +127,28 @@ fn to_diagnostic(d: RustcDiagnostic, manifest_path: &Path, root: &Path) -> Diagn
         .or_else(|| d.spans.first());
     Diagnostic {
         level: Level::from_rustc(&d.level),
+        file: span.map(|s| resolve_file(&s.file_name, package_file, root)),
+        line: span.map(|s| saturating_u32(s.line_start)),
+        column: span.map(|s| saturating_u32(s.column_start)),
         message: d.message,
-        file: span.map(|s| resolve_file(&s.file_name, manifest_path, root)),
-        line: span.map(|s| s.line_start),
-        column: span.map(|s| s.column_start),
         rendered: d.rendered,
     }
 }
 
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// rustc runs in the workspace root, so a member's files are named relative
-/// to it; dependencies outside the workspace have absolute names.
-fn resolve_file(name: &str, manifest_path: &Path, root: &Path) -> PathBuf {
+/// to it; dependencies outside the workspace have absolute names. Failing
+/// the root, the folders above `package_file` (a file of the package the
+/// message is about: its manifest, or its target's source) are tried.
+fn resolve_file(name: &str, package_file: &Path, root: &Path) -> PathBuf {
     let name = Path::new(name);
     if name.is_absolute() {
         return name.to_owned();
     }
-    let candidates = std::iter::once(root).chain(manifest_path.ancestors().skip(1));
+    let candidates = std::iter::once(root).chain(package_file.ancestors().skip(1));
     for dir in candidates {
         let candidate = dir.join(name);
         if candidate.exists() {
@@ -198,38 +162,115 @@ fn resolve_file(name: &str, manifest_path: &Path, root: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// A `compiler-message` line as cargo writes it, for a member whose
+    /// target's source is `src_path`.
+    fn message(level: &str, text: &str, file: &str, src_path: &str, primary_first: bool) -> String {
+        let span = |primary: bool, line: u32, column: u32| {
+            format!(
+                r#"{{"byte_end":22,"byte_start":19,"column_end":{end},"column_start":{column},"expansion":null,"file_name":"{file}","is_primary":{primary},"label":null,"line_end":{line},"line_start":{line},"suggested_replacement":null,"suggestion_applicability":null,"text":[]}}"#,
+                end = column + 3,
+            )
+        };
+        let spans = if file.is_empty() {
+            String::new()
+        } else if primary_first {
+            format!("{},{}", span(true, 3, 7), span(false, 9, 1))
+        } else {
+            format!("{},{}", span(false, 9, 1), span(true, 3, 7))
+        };
+        format!(
+            r#"{{"reason":"compiler-message","package_id":"path+file:///nonexistent/ws#p@0.1.0","manifest_path":"/nonexistent/ws/Cargo.toml","target":{{"kind":["cdylib"],"crate_types":["cdylib"],"name":"p","src_path":"{src_path}","edition":"2021","doc":true,"doctest":false,"test":true}},"message":{{"rendered":"{level}: {text}\n","$message_type":"diagnostic","children":[],"level":"{level}","message":"{text}","spans":[{spans}],"code":null}}}}"#
+        )
+    }
+
+    const ARTIFACT: &str = r#"{"reason":"compiler-artifact","package_id":"path+file:///nonexistent/ws#p@0.1.0","manifest_path":"/nonexistent/ws/Cargo.toml","target":{"kind":["cdylib"],"crate_types":["cdylib"],"name":"p","src_path":"/nonexistent/ws/src/lib.rs","edition":"2021","doc":true,"doctest":false,"test":true},"profile":{"opt_level":"0","debuginfo":2,"debug_assertions":true,"overflow_checks":true,"test":false},"features":[],"filenames":["/t/debug/libp.so"],"executable":null,"fresh":true}"#;
+
+    const REGISTRY_ARTIFACT: &str = r#"{"reason":"compiler-artifact","package_id":"registry+https://github.com/rust-lang/crates.io-index#serde@1.0.0","manifest_path":"/reg/serde/Cargo.toml","target":{"kind":["lib"],"crate_types":["lib"],"name":"serde","src_path":"/reg/serde/src/lib.rs","edition":"2018","doc":true,"doctest":true,"test":true},"profile":{"opt_level":"0","debuginfo":0,"debug_assertions":true,"overflow_checks":true,"test":false},"features":[],"filenames":["/t/debug/deps/libserde.rlib"],"executable":null,"fresh":true}"#;
+
     #[test]
     fn parses_an_error_and_skips_summaries() {
         let root = Path::new("/nonexistent/ws");
+        let src = "/nonexistent/ws/src/lib.rs";
         let mut out = BuildMessages::default();
-        let error = r#"{"reason":"compiler-message","package_id":"p","manifest_path":"/nonexistent/ws/Cargo.toml","target":{"name":"p","crate_types":["cdylib"]},"message":{"rendered":"error: boom\n","level":"error","message":"boom","children":[],"code":null,"spans":[{"file_name":"src/lib.rs","line_start":3,"column_start":7,"is_primary":true}]}}"#;
-        let note = r#"{"reason":"compiler-message","package_id":"p","manifest_path":"/nonexistent/ws/Cargo.toml","target":{"name":"p","crate_types":["cdylib"]},"message":{"rendered":"x","level":"failure-note","message":"For more information","children":[],"code":null,"spans":[]}}"#;
-        let artifact = r#"{"reason":"compiler-artifact","package_id":"path+file:///nonexistent/ws#p@0.1.0","manifest_path":"/nonexistent/ws/Cargo.toml","target":{"name":"p","kind":["cdylib"],"crate_types":["cdylib"]},"filenames":["/t/debug/libp.so"],"fresh":true}"#;
         for line in [
-            error,
-            note,
-            "not json",
-            artifact,
-            r#"{"reason":"build-finished","success":false}"#,
+            message("error", "boom", "src/lib.rs", src, false),
+            message(
+                "failure-note",
+                "For more information about this error, try `rustc --explain E0308`.",
+                "",
+                src,
+                true,
+            ),
+            message("warning", "2 warnings emitted", "", src, true),
+            message("error", "aborting due to 1 previous error", "", src, true),
+            "not json".to_owned(),
+            r#"{"reason":"compiler-message","truncated":"#.to_owned(),
+            ARTIFACT.to_owned(),
+            REGISTRY_ARTIFACT.to_owned(),
+            r#"{"reason":"build-finished","success":false}"#.to_owned(),
         ] {
             parse_line(line.as_bytes(), root, &mut out);
         }
-        assert_eq!(out.diagnostics.len(), 1);
+        assert_eq!(out.diagnostics.len(), 1, "{:?}", out.diagnostics);
         let d = &out.diagnostics[0];
+        // The primary span, though it is not the first.
         assert_eq!(
             (d.level, d.line, d.column),
             (Level::Error, Some(3), Some(7))
         );
+        assert_eq!(d.message, "boom");
+        assert_eq!(d.rendered.as_deref(), Some("error: boom\n"));
         assert_eq!(
             d.file.as_deref(),
             Some(Path::new("/nonexistent/ws/src/lib.rs"))
         );
+        // Only the path package's artifact.
         assert_eq!(out.artifacts.len(), 1);
-        assert!(out.artifacts[0].fresh);
-        assert_eq!(
-            out.artifacts[0].cdylib.as_deref(),
-            Some(Path::new("/t/debug/libp.so"))
-        );
+        let a = &out.artifacts[0];
+        assert!(a.fresh);
+        assert_eq!(a.package_id, "path+file:///nonexistent/ws#p@0.1.0");
+        assert_eq!(a.manifest_path, Path::new("/nonexistent/ws/Cargo.toml"));
+        assert_eq!(a.target_name, "p");
+        assert_eq!(a.files, [PathBuf::from("/t/debug/libp.so")]);
+        assert_eq!(a.cdylib.as_deref(), Some(Path::new("/t/debug/libp.so")));
         assert_eq!(out.success, Some(false));
+    }
+
+    #[test]
+    fn levels_map_to_ours_and_a_message_without_span_has_no_location() {
+        let src = "/nonexistent/ws/src/lib.rs";
+        let mut out = BuildMessages::default();
+        for level in ["warning", "note", "help", "error: internal compiler error"] {
+            parse_line(
+                message(level, "m", "", src, true).as_bytes(),
+                Path::new("/nonexistent/ws"),
+                &mut out,
+            );
+        }
+        let levels: Vec<Level> = out.diagnostics.iter().map(|d| d.level).collect();
+        assert_eq!(
+            levels,
+            [Level::Warning, Level::Note, Level::Help, Level::Error]
+        );
+        assert!(out
+            .diagnostics
+            .iter()
+            .all(|d| d.file.is_none() && d.line.is_none() && d.column.is_none()));
+    }
+
+    #[test]
+    fn a_file_named_relative_to_its_package_is_found_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let member = dir.path().join("member");
+        std::fs::create_dir_all(member.join("src")).unwrap();
+        std::fs::write(member.join("src/lib.rs"), "").unwrap();
+        let src = member.join("src/lib.rs");
+        let mut out = BuildMessages::default();
+        parse_line(
+            message("error", "boom", "src/lib.rs", src.to_str().unwrap(), true).as_bytes(),
+            dir.path(),
+            &mut out,
+        );
+        assert_eq!(out.diagnostics[0].file.as_deref(), Some(src.as_path()));
     }
 }
