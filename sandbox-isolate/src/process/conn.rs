@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::io::BufReader;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +25,7 @@ use super::wire::{self, Answer, FromWorker, Op, ToWorker};
 use super::{crash, log};
 use crate::error::{Error, Result, SwapStage};
 use crate::runtime::CrashHandler;
+use crate::spawn::{ChildKiller, JailedChild};
 
 /// What a request gets back.
 pub(super) type Reply = Result<Answer>;
@@ -56,7 +56,7 @@ pub(crate) struct Conn {
     pub(super) pid: u32,
     pidfd: Option<OwnedFd>,
     /// The jail's reaper, killed when there is no pidfd.
-    reaper: Option<u32>,
+    reaper: Option<ChildKiller>,
     /// Idle call lanes (see [`Conn::call_on_lane`]).
     pub(super) lanes: Lanes,
     /// What the output thread keeps (see [`super::watchdog`]).
@@ -76,7 +76,7 @@ impl Conn {
         writer: UnixStream,
         pid: u32,
         pidfd: Option<OwnedFd>,
-        reaper: Option<u32>,
+        reaper: Option<ChildKiller>,
     ) -> Self {
         Self {
             sandbox,
@@ -182,7 +182,7 @@ impl Conn {
     }
 
     pub(super) fn kill(&self) {
-        handle::kill(self.pidfd.as_ref(), self.reaper);
+        handle::kill(self.pidfd.as_ref(), self.reaper.as_ref());
     }
 
     /// Whether the worker exits within `wait` (`true` without a pidfd).
@@ -260,7 +260,7 @@ impl Conn {
 pub(super) fn read_loop(
     conn: &Arc<Conn>,
     stream: UnixStream,
-    mut child: Child,
+    mut child: JailedChild,
     on_crash: Option<CrashHandler>,
 ) {
     let mut reader = BufReader::with_capacity(64 << 10, stream);

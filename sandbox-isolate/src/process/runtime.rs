@@ -91,7 +91,7 @@ impl ProcessRuntime {
             stream,
             worker.pid,
             worker.pidfd.take(),
-            Some(child.id()),
+            Some(child.killer()),
         ));
         let read_stream = worker.stream.try_clone().map_err(|e| Error::Worker {
             message: format!("cannot share its socket: {e}"),
