@@ -8,7 +8,8 @@
 //! `target/sandbox-bench/*.json` as `{"name", "p50_ns", "p99_ns", "n", "note"}`.
 //! Neither is committed (`target/`), so `BENCHMARKS.json` is the record: a
 //! run merges what it measured into it (results it did not measure are
-//! kept), and both documents are pure functions of it. `cargo xtask tidy`
+//! kept if they are from the same machine, dropped if not), and both
+//! documents are pure functions of it. `cargo xtask tidy`
 //! re-renders them and fails when either differs from what is committed.
 //!
 //! - `cargo xtask bench [FILTER]`: run, merge, render.
@@ -171,13 +172,19 @@ impl Results {
         text
     }
 
-    /// Takes every result of `newer` (and its machine), keeping ours that
-    /// it did not measure (a filtered run measures a few).
+    /// Takes every result of `newer`, keeping ours that it did not measure
+    /// (a filtered run measures a few) when both are from the same machine.
+    /// Results of one machine are never mixed with another's under one
+    /// machine line: a run on another machine replaces them all.
     pub fn merge(&mut self, newer: Results) {
         if newer.criterion.is_empty() && newer.measurements.is_empty() {
             return;
         }
-        self.machine = newer.machine;
+        if newer.machine != self.machine {
+            self.criterion.clear();
+            self.measurements.clear();
+            self.machine = newer.machine;
+        }
         for e in newer.criterion {
             self.criterion.retain(|o| o.name != e.name);
             self.criterion.push(e);
@@ -706,8 +713,8 @@ mod tests {
     fn stored_results_survive_a_round_trip_and_a_partial_run_keeps_the_rest() {
         let mut results = sample();
         assert_eq!(Results::from_json(&results.to_json()).unwrap(), results);
-        let newer = Results {
-            machine: "n".into(),
+        let run = |machine: &str| Results {
+            machine: machine.into(),
             criterion: vec![Estimate {
                 name: "cold/cold compile".into(),
                 median_ns: 1.0,
@@ -715,11 +722,16 @@ mod tests {
             }],
             measurements: Vec::new(),
         };
-        results.merge(newer);
-        assert_eq!(results.machine, "n");
+        results.merge(run("m"));
         let names: Vec<&str> = results.criterion.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["cache hit", "cold/cold compile"]);
         assert_eq!(results.measurements.len(), 1);
+        // Another machine's run: nothing of the first machine stays under its name.
+        results.merge(run("n"));
+        assert_eq!(results, run("n"));
+        // A run that measured nothing changes nothing.
+        results.merge(Results::default());
+        assert_eq!(results, run("n"));
     }
 
     #[test]
