@@ -406,7 +406,12 @@ async fn serve(ctx: &Ctx, request: Request) -> Value {
         Err(e) => {
             // A worker that died (or was killed for a timeout) is reported
             // by an event the host emits a moment later: it goes first.
-            if ctx.process && matches!(e.kind(), "crashed" | "timeout") {
+            if ctx.process
+                && matches!(
+                    e.kind(),
+                    sandbox_core::ErrorKind::Crashed | sandbox_core::ErrorKind::Timeout
+                )
+            {
                 let mut written = ctx.crashes.clone();
                 let _ = tokio::time::timeout(CRASH_EVENT_WAIT, written.wait_for(|n| *n > crashes))
                     .await;

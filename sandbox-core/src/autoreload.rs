@@ -111,7 +111,7 @@ impl Manager {
                             &id,
                             EventKind::Failed {
                                 operation: "watch".into(),
-                                kind: "watch".into(),
+                                kind: crate::ErrorKind::Watch,
                                 message,
                             },
                         );

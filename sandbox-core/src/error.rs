@@ -2,8 +2,8 @@
 //! recovery strategy.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+pub use sandbox_isolate::ErrorKind;
 use serde::Serialize;
 
 use crate::{SandboxId, Status};
@@ -130,16 +130,6 @@ pub enum Error {
         /// What to do.
         hint: &'static str,
     },
-    /// A call ran past the sandbox's call timeout.
-    #[error("call to `{module}` in `{id}` timed out after {after:?}; raise the sandbox's call_timeout or make the call cheaper")]
-    Timeout {
-        /// The sandbox.
-        id: SandboxId,
-        /// The module.
-        module: String,
-        /// The limit.
-        after: Duration,
-    },
     /// Untrusted source was refused before anything of it ran, or an
     /// artifact changed after it was built.
     #[error(transparent)]
@@ -219,7 +209,6 @@ impl Error {
             Self::Security(_) | Self::UntrustedInProcess { .. } | Self::Untrusted(_) => {
                 ErrorClass::Security
             }
-            Self::Timeout { .. } => ErrorClass::Resource,
             Self::Isolate(e) => match e.root() {
                 I::Load { .. } | I::NotAPlugin { .. } | I::Incompatible { .. } => {
                     ErrorClass::Compilation
@@ -266,45 +255,38 @@ impl Error {
         }
     }
 
-    /// A short machine-readable name for the error, used as `kind` in the
-    /// `sandbox run` protocol: `compile`, `not_found`, `bad_request`,
-    /// `plugin`, `swap`, `timeout`, `limit_exceeded`, `crashed`, `security`, `version`, `dependency`, `watch`, `not_running`, `system`.
+    /// What kind of failure this is: `kind` in the `sandbox run` protocol
+    /// and in `failed` events (serialized as `compile`, `not_found`,
+    /// `bad_request`, `plugin`, `swap`, `timeout`, `limit_exceeded`,
+    /// `crashed`, `security`, `version`, `dependency`, `watch`,
+    /// `not_running`, `system`).
     ///
-    /// A swap that failed because plugin code overran its deadline is a
-    /// `timeout`, and one that failed because the worker ran out of memory
-    /// or descriptors is `limit_exceeded`, whatever step it was at.
-    pub fn kind(&self) -> &'static str {
-        use sandbox_isolate::Error as I;
+    /// An isolation error says its own kind
+    /// ([`sandbox_isolate::Error::kind`]): a swap that failed because plugin
+    /// code overran its deadline is a `timeout`, and one that failed because
+    /// the worker ran out of memory or descriptors is `limit_exceeded`,
+    /// whatever step it was at.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::UnknownSandbox { .. } => "not_found",
-            Self::DuplicateSandbox { .. } | Self::InvalidId { .. } => "bad_request",
-            Self::SourceMissing { .. } | Self::NotCargoProject { .. } => "bad_request",
-            Self::NoIsolator { .. } => "bad_request",
-            Self::Compile(_) | Self::NoModules { .. } | Self::DuplicateModule { .. } => "compile",
-            Self::Dependencies(_) => "dependency",
-            Self::SchemaDowngrade { .. } => "swap",
-            Self::Version(_) => "version",
-            Self::Security(_) | Self::UntrustedInProcess { .. } | Self::Untrusted(_) => "security",
-            Self::NotRunning { .. } => "not_running",
-            Self::Timeout { .. } => "timeout",
-            Self::Internal(_) => "system",
-            Self::Watch(_) => "watch",
-            Self::Isolate(e) => match e {
-                I::Swap { .. } if matches!(e.root(), I::Timeout { .. }) => "timeout",
-                I::Swap { .. } if matches!(e.root(), I::Exhausted { .. }) => "limit_exceeded",
-                I::Exhausted { .. } => "limit_exceeded",
-                I::Abandoned { .. } => "timeout",
-                I::Load { .. } | I::NotAPlugin { .. } | I::Incompatible { .. } => "compile",
-                I::UnknownModule { .. } => "not_found",
-                I::UnknownVersion { .. } | I::AlreadyLoaded { .. } | I::VersionInUse { .. } => {
-                    "version"
-                }
-                I::Plugin { .. } | I::UndeclaredDependency { .. } => "plugin",
-                I::Timeout { .. } => "timeout",
-                I::Swap { .. } | I::Migration { .. } => "swap",
-                I::WorkerDied { .. } => "crashed",
-                _ => "system",
-            },
+            Self::UnknownSandbox { .. } => ErrorKind::NotFound,
+            Self::DuplicateSandbox { .. }
+            | Self::InvalidId { .. }
+            | Self::SourceMissing { .. }
+            | Self::NotCargoProject { .. }
+            | Self::NoIsolator { .. } => ErrorKind::BadRequest,
+            Self::Compile(_) | Self::NoModules { .. } | Self::DuplicateModule { .. } => {
+                ErrorKind::Compile
+            }
+            Self::Dependencies(_) => ErrorKind::Dependency,
+            Self::SchemaDowngrade { .. } => ErrorKind::Swap,
+            Self::Version(_) => ErrorKind::Version,
+            Self::Security(_) | Self::UntrustedInProcess { .. } | Self::Untrusted(_) => {
+                ErrorKind::Security
+            }
+            Self::NotRunning { .. } => ErrorKind::NotRunning,
+            Self::Internal(_) => ErrorKind::System,
+            Self::Watch(_) => ErrorKind::Watch,
+            Self::Isolate(e) => e.kind(),
         }
     }
 

@@ -99,8 +99,9 @@ pub enum EventKind {
     },
     /// The sandbox hit a resource limit.
     LimitExceeded {
-        /// Which limit.
-        resource: String,
+        /// Which limit (serialized as its protocol name, e.g.
+        /// `"address_space"`).
+        resource: sandbox_monitor::Limit,
         /// The measured value.
         value: f64,
         /// The limit.
@@ -116,7 +117,7 @@ pub enum EventKind {
         /// Its exit code.
         exit_code: Option<i32>,
         /// The limit that was hit, when known.
-        limit: Option<String>,
+        limit: Option<sandbox_monitor::Limit>,
     },
     /// The worker was replaced by a fresh one (state carried) after `swaps`
     /// swaps, giving back the memory of old library versions.
@@ -128,8 +129,8 @@ pub enum EventKind {
     Failed {
         /// The operation.
         operation: String,
-        /// Error kind (as in the protocol).
-        kind: String,
+        /// What kind of failure (as in the protocol's error objects).
+        kind: crate::ErrorKind,
         /// The error.
         message: String,
     },
@@ -262,7 +263,7 @@ pub(crate) fn audit_record(kind: &EventKind) -> Option<(&'static str, String)> {
                 detail.push_str(&format!(", exit code {code}"));
             }
             if let Some(limit) = limit {
-                detail.push_str(&format!(", limit {limit}"));
+                detail.push_str(&format!(", limit {}", limit.as_str()));
             }
             ("crash", detail)
         }

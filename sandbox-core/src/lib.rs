@@ -48,7 +48,7 @@ mod types;
 mod workdir;
 
 pub use config::Config;
-pub use error::{Error, ErrorClass, Recovery, Result};
+pub use error::{Error, ErrorClass, ErrorKind, Recovery, Result};
 pub use event::{Event, EventKind, EventStream};
 pub use handle::{SandboxEvents, SandboxHandle};
 pub use manager::{Manager, ManagerBuilder};

@@ -462,7 +462,7 @@ impl Manager {
                         &id,
                         EventKind::Failed {
                             operation: "create".into(),
-                            kind: e.kind().into(),
+                            kind: e.kind(),
                             message: e.to_string(),
                         },
                     );

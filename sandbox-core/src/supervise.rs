@@ -67,7 +67,7 @@ const ADDRESS_SPACE_RECYCLE: f64 = 0.8;
 /// The kernel limits of a worker, from a sandbox's resource limits.
 pub(crate) fn child_limits(limits: &sandbox_monitor::ResourceLimits) -> ChildLimits {
     ChildLimits {
-        address_space: limits.memory_bytes,
+        address_space: limits.address_space_bytes,
         cpu_seconds: limits.cpu_seconds,
         file_size: limits.file_size_bytes,
         open_files: limits.open_files.map(u64::from),
@@ -136,7 +136,7 @@ impl Manager {
 
     /// Samples a process sandbox's worker and reports each limit it newly
     /// exceeds (the kernel enforces them; this tells the host beforehand or why).
-    pub(crate) fn check_limits(&self, sb: &Sandbox, exceeded: &mut Vec<sandbox_monitor::Resource>) {
+    pub(crate) fn check_limits(&self, sb: &Sandbox, exceeded: &mut Vec<sandbox_monitor::Limit>) {
         let monitor = &self.inner.monitor;
         if monitor.sample(sb.id.as_str()).is_err() {
             return;
@@ -151,7 +151,7 @@ impl Manager {
                 self.inner.events.emit(
                     &sb.id,
                     EventKind::LimitExceeded {
-                        resource: alert.resource.to_string(),
+                        resource: alert.resource,
                         value: alert.value,
                         limit: alert.limit,
                     },
@@ -162,14 +162,14 @@ impl Manager {
     }
 
     /// Whether `sb`'s worker holds more than [`ADDRESS_SPACE_RECYCLE`] of
-    /// its address-space limit (`memory_bytes`, enforced as `RLIMIT_AS`), in
+    /// its address-space limit (`address_space_bytes`, enforced as `RLIMIT_AS`), in
     /// the monitor's latest sample, and grew by a tenth of the limit since
     /// it was fresh (`fresh`: its pid and address space then), so that a
     /// fresh worker would be lower. Address space counts from the moment it
     /// is reserved, used or not: near the limit a worker cannot map the
     /// next library version, so it is recycled before that happens.
     pub(crate) fn near_address_space_limit(&self, sb: &Sandbox, fresh: Option<(u32, u64)>) -> bool {
-        let (Some(limit), Some((_, base))) = (sb.spec.limits.memory_bytes, fresh) else {
+        let (Some(limit), Some((_, base))) = (sb.spec.limits.address_space_bytes, fresh) else {
             return false;
         };
         let Ok(history) = self.inner.monitor.history(sb.id.as_str()) else {
@@ -207,11 +207,11 @@ impl Manager {
     }
 
     /// Reports a worker near its address-space limit (`limit_exceeded`,
-    /// resource `address space`) and replaces it with a fresh one started
+    /// resource `address_space`) and replaces it with a fresh one started
     /// from the live state (`recycled`). The caller holds the `ops` lock.
     pub(crate) async fn recycle_near_limit(&self, sb: &Arc<Sandbox>) {
         let (Some(limit), Ok(history)) = (
-            sb.spec.limits.memory_bytes,
+            sb.spec.limits.address_space_bytes,
             self.inner.monitor.history(sb.id.as_str()),
         ) else {
             return;
@@ -220,7 +220,7 @@ impl Manager {
         self.inner.events.emit(
             &sb.id,
             EventKind::LimitExceeded {
-                resource: "address space".into(),
+                resource: sandbox_monitor::Limit::AddressSpace,
                 value: used as f64,
                 limit: limit as f64,
             },
@@ -521,7 +521,7 @@ impl Manager {
                 cause: crash.cause.clone(),
                 signal: crash.signal,
                 exit_code: crash.exit_code,
-                limit: crash.limit.clone(),
+                limit: crash.limit,
             },
         );
         self.set_status(&sb, Status::Starting);
@@ -544,7 +544,7 @@ impl Manager {
                 &sb.id,
                 EventKind::Failed {
                     operation: "restart".into(),
-                    kind: "resource".into(),
+                    kind: crate::ErrorKind::Crashed,
                     message: format!(
                         "the worker crashed {crashes} times within {:?} (last: {}); not restarting it again — fix the module and call restart",
                         config.restart_window, crash.cause
@@ -568,7 +568,7 @@ impl Manager {
                     &sb.id,
                     EventKind::Failed {
                         operation: "restart".into(),
-                        kind: e.kind().into(),
+                        kind: e.kind(),
                         message: e.to_string(),
                     },
                 );

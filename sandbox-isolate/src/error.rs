@@ -3,10 +3,147 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::PluginErrorKind;
+use crate::{Limit, PluginErrorKind};
 
 /// A result whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an error is: the `kind` of an error object in the
+/// `sandbox run` protocol and of a `failed` event, serialized in
+/// `snake_case` (`"limit_exceeded"`).
+///
+/// One vocabulary for the whole error chain: [`Error::kind`] says it for
+/// this crate's errors, and `sandbox_core::Error::kind` for the manager's,
+/// handing those that wrap an isolation error to [`Error::kind`]. It lives
+/// here, below `sandbox-core`, so that the isolation backends can say it;
+/// the compiler (a leaf crate, which may not depend on this one) reports
+/// typed errors that `sandbox-core` maps.
+///
+/// ```
+/// use sandbox_isolate::ErrorKind;
+///
+/// assert_eq!(serde_json::to_string(&ErrorKind::LimitExceeded).unwrap(), r#""limit_exceeded""#);
+/// assert_eq!("bad_request".parse(), Ok(ErrorKind::BadRequest));
+/// assert_eq!(ErrorKind::Timeout, "timeout");
+/// ```
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request is malformed or names something that cannot be (a bad
+    /// id, a duplicate id, a missing source folder, an unknown backend).
+    BadRequest,
+    /// What the request names does not exist (a sandbox, a module).
+    NotFound,
+    /// The source did not build, or built something that is not a usable
+    /// plugin.
+    Compile,
+    /// The modules' declared dependencies are not usable (a cycle, an
+    /// unknown module).
+    Dependency,
+    /// A version is unknown, already loaded, or in use.
+    Version,
+    /// The plugin returned an error, or called a module it did not declare.
+    Plugin,
+    /// A swap or rollback failed (nothing was switched) or was refused.
+    Swap,
+    /// Plugin code — a call, or a lifecycle entry point — overran its
+    /// deadline.
+    Timeout,
+    /// The worker ran out of something its limits cap (a
+    /// [`Limit`](crate::Limit)).
+    LimitExceeded,
+    /// The worker died; the host restarts it by itself.
+    Crashed,
+    /// The security policy refused the source or an operation.
+    Security,
+    /// Watching the source for auto-reload failed.
+    Watch,
+    /// The sandbox is not in a state that allows the operation.
+    NotRunning,
+    /// The host itself failed.
+    System,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::BadRequest,
+        ErrorKind::NotFound,
+        ErrorKind::Compile,
+        ErrorKind::Dependency,
+        ErrorKind::Version,
+        ErrorKind::Plugin,
+        ErrorKind::Swap,
+        ErrorKind::Timeout,
+        ErrorKind::LimitExceeded,
+        ErrorKind::Crashed,
+        ErrorKind::Security,
+        ErrorKind::Watch,
+        ErrorKind::NotRunning,
+        ErrorKind::System,
+    ];
+
+    /// The name it is serialized as (`"bad_request"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Compile => "compile",
+            ErrorKind::Dependency => "dependency",
+            ErrorKind::Version => "version",
+            ErrorKind::Plugin => "plugin",
+            ErrorKind::Swap => "swap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::LimitExceeded => "limit_exceeded",
+            ErrorKind::Crashed => "crashed",
+            ErrorKind::Security => "security",
+            ErrorKind::Watch => "watch",
+            ErrorKind::NotRunning => "not_running",
+            ErrorKind::System => "system",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ErrorKind {
+    type Err = String;
+
+    /// Parses the serialized name (`"limit_exceeded"`).
+    fn from_str(name: &str) -> std::result::Result<Self, String> {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "`{name}` is not an error kind; use one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// A kind equals its serialized name.
+impl PartialEq<str> for ErrorKind {
+    fn eq(&self, name: &str) -> bool {
+        self.as_str() == name
+    }
+}
+
+/// A kind equals its serialized name.
+impl PartialEq<&str> for ErrorKind {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
 
 /// Which step of a swap failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -135,16 +272,14 @@ pub enum Error {
     },
     /// The worker process ran out of something its limits cap (address
     /// space, open files), so an operation failed.
-    #[error("{action}: the worker process is out of {resource} ({usage}); raise the sandbox's {limit} limit, or restart the sandbox to start a fresh worker")]
+    #[error("{action}: the worker process is out of {limit} ({usage}); raise the sandbox's {} limit, or restart the sandbox to start a fresh worker", limit.field().unwrap_or(limit.as_str()))]
     Exhausted {
         /// What failed, e.g. "cannot load `x.so`".
         action: String,
-        /// What ran out: "address space", "file descriptors".
-        resource: String,
+        /// What ran out: [`Limit::AddressSpace`], [`Limit::OpenFiles`].
+        limit: Limit,
         /// How much was in use of how much, for people.
         usage: String,
-        /// The `ResourceLimits` field to raise: `memory_bytes`, `open_files`.
-        limit: String,
     },
     /// A step of a swap failed; nothing was switched.
     #[error("swap of `{module}` to version {version} failed at {stage}, {}: {source}", swap_outcome(*stage, source))]
@@ -248,6 +383,36 @@ impl Error {
         match self {
             Self::Swap { source, .. } => source.root(),
             other => other,
+        }
+    }
+
+    /// What kind of failure this is. A swap that failed because plugin
+    /// code overran its deadline is a [`ErrorKind::Timeout`], and one that
+    /// failed because the worker ran out of memory or descriptors is
+    /// [`ErrorKind::LimitExceeded`], whatever step it was at; any other
+    /// failed swap is [`ErrorKind::Swap`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Swap { .. } => match self.root() {
+                Self::Timeout { .. } => ErrorKind::Timeout,
+                Self::Exhausted { .. } => ErrorKind::LimitExceeded,
+                _ => ErrorKind::Swap,
+            },
+            Self::Exhausted { .. } => ErrorKind::LimitExceeded,
+            Self::Abandoned { .. } | Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Load { .. } | Self::NotAPlugin { .. } | Self::Incompatible { .. } => {
+                ErrorKind::Compile
+            }
+            Self::UnknownModule { .. } => ErrorKind::NotFound,
+            Self::UnknownVersion { .. }
+            | Self::AlreadyLoaded { .. }
+            | Self::VersionInUse { .. } => ErrorKind::Version,
+            Self::Plugin { .. } | Self::UndeclaredDependency { .. } => ErrorKind::Plugin,
+            Self::Migration { .. } => ErrorKind::Swap,
+            Self::WorkerDied { .. } => ErrorKind::Crashed,
+            Self::Io { .. } | Self::Worker { .. } | Self::InWorker { .. } | Self::Jail(_) => {
+                ErrorKind::System
+            }
         }
     }
 }

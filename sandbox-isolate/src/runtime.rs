@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::{Limit, Result};
 
 /// Where a sandbox's modules run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -237,9 +237,11 @@ pub struct Crash {
     pub signal: Option<i32>,
     /// Its exit code, if it exited.
     pub exit_code: Option<i32>,
-    /// The limit that was hit, when the host can tell (`memory`, `cpu`,
-    /// `call_timeout`, `lifecycle_timeout`, `file_size`, `output`...).
-    pub limit: Option<String>,
+    /// The limit that was hit, when the host can tell
+    /// ([`Limit::AddressSpace`], [`Limit::Cpu`], [`Limit::CallTimeout`],
+    /// [`Limit::Output`]...); `None` for a crash no limit explains, or a
+    /// worker the host killed for breaking the protocol.
+    pub limit: Option<Limit>,
 }
 
 /// Called once, from a runtime's own thread, when the process hosting the
@@ -297,8 +299,9 @@ pub struct LaunchSpec {
     pub lifecycle_timeout: Option<Duration>,
 }
 
-/// The default [`LaunchSpec::lifecycle_timeout`]: 10 s.
-pub const DEFAULT_LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default [`LaunchSpec::lifecycle_timeout`]: 10 s, the default of
+/// `ResourceLimits::lifecycle_timeout`.
+pub const DEFAULT_LIFECYCLE_TIMEOUT: Duration = sandbox_monitor::defaults::LIFECYCLE_TIMEOUT;
 
 impl LaunchSpec {
     /// A spec with no artifact folders, default limits, no network, the

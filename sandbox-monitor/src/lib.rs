@@ -36,7 +36,7 @@ use std::time::SystemTime;
 
 pub use error::{Error, Result};
 pub use limits::{
-    Alert, AlertLevel, Enforcement, EnforcementPolicy, Resource, ResourceLimits, Usage,
+    defaults, Alert, AlertLevel, Enforcement, EnforcementPolicy, Limit, ResourceLimits, Usage,
     DEFAULT_WARNING_FRACTION,
 };
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -9,6 +9,37 @@ use crate::{Error, Result};
 
 const MIB: u64 = 1024 * 1024;
 
+/// The defaults of [`ResourceLimits`], defined here once: every backend
+/// that needs a default of its own takes it from here.
+pub mod defaults {
+    use std::time::Duration;
+
+    use super::MIB;
+
+    /// [`ResourceLimits::memory_bytes`](super::ResourceLimits::memory_bytes): 512 MiB resident.
+    pub const MEMORY_BYTES: u64 = 512 * MIB;
+    /// [`ResourceLimits::address_space_bytes`](super::ResourceLimits::address_space_bytes): 512 MiB.
+    pub const ADDRESS_SPACE_BYTES: u64 = 512 * MIB;
+    /// [`ResourceLimits::cpu_seconds`](super::ResourceLimits::cpu_seconds): 60 s.
+    pub const CPU_SECONDS: u64 = 60;
+    /// [`ResourceLimits::threads`](super::ResourceLimits::threads): 64.
+    pub const THREADS: u32 = 64;
+    /// [`ResourceLimits::processes`](super::ResourceLimits::processes): none besides the process.
+    pub const PROCESSES: u32 = 0;
+    /// [`ResourceLimits::open_files`](super::ResourceLimits::open_files): 256.
+    pub const OPEN_FILES: u32 = 256;
+    /// [`ResourceLimits::file_size_bytes`](super::ResourceLimits::file_size_bytes): 64 MiB.
+    pub const FILE_SIZE_BYTES: u64 = 64 * MIB;
+    /// [`ResourceLimits::disk_bytes`](super::ResourceLimits::disk_bytes): 256 MiB.
+    pub const DISK_BYTES: u64 = 256 * MIB;
+    /// [`ResourceLimits::output_bytes`](super::ResourceLimits::output_bytes): 16 MiB.
+    pub const OUTPUT_BYTES: u64 = 16 * MIB;
+    /// [`ResourceLimits::call_timeout`](super::ResourceLimits::call_timeout): 30 s.
+    pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+    /// [`ResourceLimits::lifecycle_timeout`](super::ResourceLimits::lifecycle_timeout): 10 s.
+    pub const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 /// The default fraction of a limit at which a [`AlertLevel::Warning`] is raised.
 pub const DEFAULT_WARNING_FRACTION: f64 = 0.8;
 
@@ -43,11 +74,17 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResourceLimits {
-    /// Memory. Default 512 MiB. The monitor checks resident memory against
-    /// it; an isolation backend that enforces it with `RLIMIT_AS` (a worker
-    /// process) counts address space, reserved or used, so a host replaces
-    /// a worker that nears it.
+    /// Resident memory (what [`Usage::memory_bytes`] measures: pages in
+    /// RAM). Default 512 MiB. The monitor checks it on every sample; the
+    /// kernel has no limit for it that a worker could be given (cgroups
+    /// aside), so it is measured, not enforced.
     pub memory_bytes: Option<u64>,
+    /// Address space, reserved or used (what [`Usage::virtual_bytes`]
+    /// measures). Default 512 MiB. A worker process gets it as `RLIMIT_AS`:
+    /// an allocation or a load past it fails, so a host replaces a worker
+    /// that nears it (see [`Limit::AddressSpace`]). Not checked by the
+    /// monitor: a process reserves far more address space than it uses.
+    pub address_space_bytes: Option<u64>,
     /// Total CPU time. Default 60 s.
     pub cpu_seconds: Option<u64>,
     /// CPU use between two samples, in percent of one core. Default unlimited.
@@ -79,17 +116,18 @@ pub struct ResourceLimits {
 impl Default for ResourceLimits {
     fn default() -> Self {
         ResourceLimits {
-            memory_bytes: Some(512 * MIB),
-            cpu_seconds: Some(60),
+            memory_bytes: Some(defaults::MEMORY_BYTES),
+            address_space_bytes: Some(defaults::ADDRESS_SPACE_BYTES),
+            cpu_seconds: Some(defaults::CPU_SECONDS),
             cpu_percent: None,
-            threads: Some(64),
-            processes: Some(0),
-            open_files: Some(256),
-            file_size_bytes: Some(64 * MIB),
-            disk_bytes: Some(256 * MIB),
-            output_bytes: Some(16 * MIB),
-            call_timeout: Some(Duration::from_secs(30)),
-            lifecycle_timeout: Some(Duration::from_secs(10)),
+            threads: Some(defaults::THREADS),
+            processes: Some(defaults::PROCESSES),
+            open_files: Some(defaults::OPEN_FILES),
+            file_size_bytes: Some(defaults::FILE_SIZE_BYTES),
+            disk_bytes: Some(defaults::DISK_BYTES),
+            output_bytes: Some(defaults::OUTPUT_BYTES),
+            call_timeout: Some(defaults::CALL_TIMEOUT),
+            lifecycle_timeout: Some(defaults::LIFECYCLE_TIMEOUT),
         }
     }
 }
@@ -99,6 +137,7 @@ impl ResourceLimits {
     pub fn unlimited() -> Self {
         ResourceLimits {
             memory_bytes: None,
+            address_space_bytes: None,
             cpu_seconds: None,
             cpu_percent: None,
             threads: None,
@@ -145,28 +184,28 @@ impl ResourceLimits {
     pub fn evaluate(&self, key: &str, usage: &Usage, warning_fraction: f64) -> Vec<Alert> {
         let checks = [
             (
-                Resource::Memory,
+                Limit::Memory,
                 usage.memory_bytes as f64,
                 self.memory_bytes.map(|v| v as f64),
             ),
             (
-                Resource::Cpu,
+                Limit::Cpu,
                 usage.cpu_seconds,
                 self.cpu_seconds.map(|v| v as f64),
             ),
-            (Resource::CpuPercent, usage.cpu_percent, self.cpu_percent),
+            (Limit::CpuPercent, usage.cpu_percent, self.cpu_percent),
             (
-                Resource::Threads,
+                Limit::Threads,
                 f64::from(usage.threads),
                 self.threads.map(f64::from),
             ),
             (
-                Resource::Processes,
+                Limit::Processes,
                 f64::from(usage.child_processes),
                 self.processes.map(f64::from),
             ),
             (
-                Resource::OpenFiles,
+                Limit::OpenFiles,
                 f64::from(usage.open_files),
                 self.open_files.map(f64::from),
             ),
@@ -194,44 +233,159 @@ impl ResourceLimits {
     }
 }
 
-/// A resource that can be limited.
+/// A limit a sandbox can hit: the one vocabulary for alerts, `limit_exceeded`
+/// events, crash reports and errors, from the measured limits of
+/// [`ResourceLimits`] to the ones only an isolation backend enforces.
+///
+/// Serialized in `snake_case` (`"address_space"`, `"call_timeout"`), the
+/// strings of the `sandbox run` protocol; [`Display`](fmt::Display) says it
+/// for people (`address space`), and [`Limit::field`] names the
+/// [`ResourceLimits`] field that sets it.
+///
+/// ```
+/// use sandbox_monitor::Limit;
+///
+/// assert_eq!(serde_json::to_string(&Limit::AddressSpace).unwrap(), r#""address_space""#);
+/// assert_eq!("open_files".parse::<Limit>(), Ok(Limit::OpenFiles));
+/// assert_eq!(Limit::AddressSpace.to_string(), "address space");
+/// assert_eq!(Limit::AddressSpace.field(), Some("address_space_bytes"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum Resource {
-    /// Resident memory, in bytes.
+pub enum Limit {
+    /// Resident memory, in bytes ([`ResourceLimits::memory_bytes`]; measured).
     Memory,
-    /// CPU time, in seconds.
+    /// Address space, reserved or used, in bytes
+    /// ([`ResourceLimits::address_space_bytes`]; `RLIMIT_AS` in a worker).
+    AddressSpace,
+    /// CPU time, in seconds ([`ResourceLimits::cpu_seconds`]; `RLIMIT_CPU`).
     Cpu,
-    /// CPU use between samples, in percent of one core.
+    /// CPU use between samples, in percent of one core
+    /// ([`ResourceLimits::cpu_percent`]; measured).
     CpuPercent,
-    /// Threads.
+    /// Threads ([`ResourceLimits::threads`]; `RLIMIT_NPROC` in a worker).
     Threads,
-    /// Descendant processes.
+    /// Descendant processes ([`ResourceLimits::processes`]; measured).
     Processes,
-    /// Open file descriptors.
+    /// Open file descriptors ([`ResourceLimits::open_files`]; `RLIMIT_NOFILE`).
     OpenFiles,
-    /// Size of one file, in bytes (reported by isolation backends).
+    /// Size of one file, in bytes ([`ResourceLimits::file_size_bytes`];
+    /// `RLIMIT_FSIZE`).
     FileSize,
-    /// Disk space, in bytes (reported by isolation backends).
+    /// Disk space, in bytes ([`ResourceLimits::disk_bytes`]; summed by the
+    /// host).
     Disk,
-    /// Wall time of one call, in seconds (reported by callers).
-    CallTime,
+    /// Bytes written to stdout and stderr ([`ResourceLimits::output_bytes`];
+    /// counted by the host).
+    Output,
+    /// Wall time of one call, in seconds ([`ResourceLimits::call_timeout`]).
+    #[serde(alias = "call_time")]
+    CallTimeout,
+    /// Wall time of one lifecycle entry point, in seconds
+    /// ([`ResourceLimits::lifecycle_timeout`]).
+    LifecycleTimeout,
+    /// A thread's stack (no field: the size the worker gives its threads).
+    Stack,
+    /// The system calls a jailed worker may make (no field: its seccomp
+    /// filter, which the profile decides).
+    Seccomp,
 }
 
-impl fmt::Display for Resource {
+impl Limit {
+    /// Every limit, in declaration order.
+    pub const ALL: [Limit; 14] = [
+        Limit::Memory,
+        Limit::AddressSpace,
+        Limit::Cpu,
+        Limit::CpuPercent,
+        Limit::Threads,
+        Limit::Processes,
+        Limit::OpenFiles,
+        Limit::FileSize,
+        Limit::Disk,
+        Limit::Output,
+        Limit::CallTimeout,
+        Limit::LifecycleTimeout,
+        Limit::Stack,
+        Limit::Seccomp,
+    ];
+
+    /// The name it is serialized as (`"address_space"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Memory => "memory",
+            Limit::AddressSpace => "address_space",
+            Limit::Cpu => "cpu",
+            Limit::CpuPercent => "cpu_percent",
+            Limit::Threads => "threads",
+            Limit::Processes => "processes",
+            Limit::OpenFiles => "open_files",
+            Limit::FileSize => "file_size",
+            Limit::Disk => "disk",
+            Limit::Output => "output",
+            Limit::CallTimeout => "call_timeout",
+            Limit::LifecycleTimeout => "lifecycle_timeout",
+            Limit::Stack => "stack",
+            Limit::Seccomp => "seccomp",
+        }
+    }
+
+    /// The [`ResourceLimits`] field that sets it, to name in advice ("raise
+    /// the sandbox's `address_space_bytes` limit"); `None` for the limits no
+    /// field sets.
+    pub fn field(self) -> Option<&'static str> {
+        Some(match self {
+            Limit::Memory => "memory_bytes",
+            Limit::AddressSpace => "address_space_bytes",
+            Limit::Cpu => "cpu_seconds",
+            Limit::CpuPercent => "cpu_percent",
+            Limit::Threads => "threads",
+            Limit::Processes => "processes",
+            Limit::OpenFiles => "open_files",
+            Limit::FileSize => "file_size_bytes",
+            Limit::Disk => "disk_bytes",
+            Limit::Output => "output_bytes",
+            Limit::CallTimeout => "call_timeout",
+            Limit::LifecycleTimeout => "lifecycle_timeout",
+            Limit::Stack | Limit::Seccomp => return None,
+        })
+    }
+}
+
+impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Resource::Memory => "memory",
-            Resource::Cpu => "cpu time",
-            Resource::CpuPercent => "cpu percent",
-            Resource::Threads => "threads",
-            Resource::Processes => "processes",
-            Resource::OpenFiles => "open files",
-            Resource::FileSize => "file size",
-            Resource::Disk => "disk",
-            Resource::CallTime => "call time",
+            Limit::Memory => "memory",
+            Limit::AddressSpace => "address space",
+            Limit::Cpu => "cpu time",
+            Limit::CpuPercent => "cpu percent",
+            Limit::Threads => "threads",
+            Limit::Processes => "processes",
+            Limit::OpenFiles => "file descriptors",
+            Limit::FileSize => "file size",
+            Limit::Disk => "disk",
+            Limit::Output => "output",
+            Limit::CallTimeout => "call time",
+            Limit::LifecycleTimeout => "lifecycle time",
+            Limit::Stack => "stack",
+            Limit::Seccomp => "system calls",
         })
+    }
+}
+
+impl std::str::FromStr for Limit {
+    type Err = String;
+
+    /// Parses the serialized name (`"address_space"`).
+    fn from_str(name: &str) -> std::result::Result<Self, String> {
+        Limit::ALL
+            .into_iter()
+            .find(|l| l.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Limit::ALL.iter().map(|l| l.as_str()).collect();
+                format!("`{name}` is not a limit; use one of {}", names.join(", "))
+            })
     }
 }
 
@@ -251,7 +405,7 @@ pub struct Alert {
     /// The key of the monitored process.
     pub key: String,
     /// The resource.
-    pub resource: Resource,
+    pub resource: Limit,
     /// Its measured value (in the unit of the matching [`ResourceLimits`] field).
     pub value: f64,
     /// The limit it was measured against.
@@ -304,7 +458,7 @@ pub struct EnforcementPolicy {
     pub on_exceeded: Enforcement,
     /// Per-resource actions for [`AlertLevel::Exceeded`]; the last entry for a
     /// resource wins.
-    pub overrides: Vec<(Resource, Enforcement)>,
+    pub overrides: Vec<(Limit, Enforcement)>,
 }
 
 impl Default for EnforcementPolicy {
@@ -313,8 +467,8 @@ impl Default for EnforcementPolicy {
             on_warning: Enforcement::None,
             on_exceeded: Enforcement::Kill,
             overrides: vec![
-                (Resource::CpuPercent, Enforcement::Throttle),
-                (Resource::CallTime, Enforcement::Restart),
+                (Limit::CpuPercent, Enforcement::Throttle),
+                (Limit::CallTimeout, Enforcement::Restart),
             ],
         }
     }
@@ -322,7 +476,7 @@ impl Default for EnforcementPolicy {
 
 impl EnforcementPolicy {
     /// Sets the action for `resource` exceeding its limit.
-    pub fn with_override(mut self, resource: Resource, action: Enforcement) -> Self {
+    pub fn with_override(mut self, resource: Limit, action: Enforcement) -> Self {
         self.overrides.push((resource, action));
         self
     }

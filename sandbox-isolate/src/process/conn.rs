@@ -26,6 +26,7 @@ use super::{crash, log};
 use crate::error::{Error, Result, SwapStage};
 use crate::runtime::CrashHandler;
 use crate::spawn::{ChildKiller, JailedChild};
+use crate::Limit;
 
 /// What a request gets back.
 pub(super) type Reply = Result<Answer>;
@@ -48,7 +49,7 @@ pub(crate) struct Conn {
     pub(super) died: Condvar,
     next_id: AtomicU64,
     /// Why the host killed the worker, if it did: (cause, limit).
-    kill_reason: Mutex<Option<(String, &'static str)>>,
+    kill_reason: Mutex<Option<(String, Option<Limit>)>>,
     /// Set when the host stops the worker on purpose (the runtime is
     /// dropped): its death is then not a crash.
     pub(super) intentional: AtomicBool,
@@ -103,7 +104,7 @@ impl Conn {
             format!(
                 "call to `{module}` did not answer within {after:?}; the host killed the worker"
             ),
-            "call_timeout",
+            Some(Limit::CallTimeout),
         );
         Error::Timeout {
             module: module.to_owned(),
@@ -165,13 +166,14 @@ impl Conn {
         };
         self.kill_for(
             format!("save_state of `{module}` did not return within {after:?}; the host killed the worker"),
-            "lifecycle_timeout",
+            Some(Limit::LifecycleTimeout),
         );
         stopped(e)
     }
 
-    /// Kills the worker, recording why (the first reason wins).
-    pub(crate) fn kill_for(&self, cause: String, limit: &'static str) {
+    /// Kills the worker, recording why and the limit it hit, if one did
+    /// (the first reason wins).
+    pub(crate) fn kill_for(&self, cause: String, limit: Option<Limit>) {
         {
             let mut reason = self.kill_reason.lock();
             if reason.is_none() && !self.intentional.load(Ordering::Acquire) {
@@ -230,7 +232,7 @@ impl Conn {
             if e.kind() == std::io::ErrorKind::WouldBlock
                 || e.kind() == std::io::ErrorKind::TimedOut
             {
-                self.kill_for("it stopped reading its channel".into(), "channel");
+                self.kill_for("it stopped reading its channel".into(), None);
             }
             return Err(Error::WorkerDied {
                 cause: self
@@ -297,14 +299,11 @@ pub(super) fn read_loop(
         }
     };
     match violation {
-        Some(violation) => conn.kill_for(violation, "protocol"),
+        Some(violation) => conn.kill_for(violation, None),
         // The channel closes when the worker exits; if it is still running
         // a moment later, it closed the channel itself.
         None if !conn.exits_within(Duration::from_millis(200)) => {
-            conn.kill_for(
-                "it closed its channel while still running".into(),
-                "protocol",
-            );
+            conn.kill_for("it closed its channel while still running".into(), None);
         }
         None => {}
     }
@@ -329,7 +328,7 @@ pub(super) fn read_loop(
         tracing::debug!(sandbox = %conn.sandbox, pid = conn.pid, "worker stopped");
         return;
     }
-    tracing::warn!(sandbox = %conn.sandbox, pid = conn.pid, cause = %crash.cause, limit = crash.limit.as_deref(), "worker process died");
+    tracing::warn!(sandbox = %conn.sandbox, pid = conn.pid, cause = %crash.cause, limit = crash.limit.map(Limit::as_str), "worker process died");
     if let Some(on_crash) = on_crash {
         on_crash(crash);
     }

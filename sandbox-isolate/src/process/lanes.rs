@@ -82,10 +82,7 @@ impl Conn {
                     Some(result.map_err(Error::from))
                 }
                 _ => {
-                    self.kill_for(
-                        "it sent a malformed reply on a call lane".into(),
-                        "protocol",
-                    );
+                    self.kill_for("it sent a malformed reply on a call lane".into(), None);
                     self.lane_broke(lane)
                 }
             },

@@ -38,8 +38,9 @@ pub(crate) use fds::{readable_within, send_all, FdReader};
 /// How long a worker may take to apply its configuration.
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The default cap on a worker's stdout + stderr: 16 MiB.
-pub const DEFAULT_OUTPUT_LIMIT: u64 = 16 << 20;
+/// The default cap on a worker's stdout + stderr: 16 MiB, the default of
+/// `ResourceLimits::output_bytes`.
+pub const DEFAULT_OUTPUT_LIMIT: u64 = sandbox_monitor::defaults::OUTPUT_BYTES;
 
 /// The program (and arguments) that runs a worker process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +96,7 @@ struct Config {
 /// What the host adds:
 /// - **Timeouts that stop the code**: a call that overruns its timeout
 ///   kills the worker ([`Error::Timeout`](crate::Error::Timeout) for the
-///   caller, a crash with limit `call_timeout` for the handler).
+///   caller, a crash with limit [`Limit::CallTimeout`](crate::Limit) for the handler).
 /// - **Crash detection**: when the worker exits, is killed or closes its
 ///   channel, every request in flight gets
 ///   [`Error::WorkerDied`](crate::Error::WorkerDied) and the launch spec's
@@ -183,7 +184,7 @@ impl Process {
     /// Sets the cap on the bytes each worker may write to stdout + stderr in
     /// its lifetime (`None`: no cap; a sandbox's own
     /// [`LaunchSpec::output_limit`] applies too, the lower one wins); a
-    /// worker past it is killed (crash limit `output`).
+    /// worker past it is killed (crash limit [`Limit::Output`](crate::Limit)).
     pub fn output_limit(mut self, bytes: Option<u64>) -> Self {
         self.config_mut().output_limit = bytes;
         self
@@ -194,7 +195,7 @@ impl Process {
     /// [`LaunchSpec::disk_limit`] applies too, the lower one wins). `RLIMIT_FSIZE` caps one file; this caps the
     /// sum, checked by the host every 100 ms, so a fast writer may overshoot
     /// by what it writes in that time. A worker past it is killed (crash
-    /// limit `disk`).
+    /// limit [`Limit::Disk`](crate::Limit)).
     pub fn disk_limit(mut self, bytes: Option<u64>) -> Self {
         self.config_mut().disk_limit = bytes;
         self

@@ -15,6 +15,7 @@ use parking_lot::{Condvar, Mutex};
 use super::conn::Conn;
 use super::log::Lines;
 use crate::jail::disk_usage;
+use crate::Limit;
 
 /// How often the host checks a worker's disk use.
 const DISK_CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -138,7 +139,7 @@ pub(super) fn drain(
                     tracing::warn!(sandbox = %conn.sandbox, limit = cap, "worker output over its limit; killing the worker");
                     conn.kill_for(
                         format!("it wrote more than {cap} bytes to stdout/stderr"),
-                        "output",
+                        Some(Limit::Output),
                     );
                 }
             }
@@ -160,7 +161,7 @@ pub(super) fn drain(
                     if used > *cap {
                         conn.kill_for(
                             format!("its files take {used} bytes, over the disk limit of {cap}"),
-                            "disk",
+                            Some(Limit::Disk),
                         );
                     }
                 }

@@ -20,9 +20,10 @@ use crate::error::{Error, SwapStage};
 use crate::jail::{LayerReport, Layers};
 use crate::runtime::{ModuleMeta, PluginErrorKind, SavedState, SwapOutcome};
 use crate::spawn::ChildLimits;
+use crate::Limit;
 
 /// Bumped on every incompatible change of the messages below.
-pub(crate) const PROTOCOL: u32 = 2;
+pub(crate) const PROTOCOL: u32 = 3;
 
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 256 << 20;
@@ -230,9 +231,8 @@ pub(crate) enum WireError {
     },
     Exhausted {
         action: String,
-        resource: String,
+        limit: Limit,
         usage: String,
-        limit: String,
     },
     Swap {
         module: String,
@@ -334,14 +334,12 @@ impl From<&Error> for WireError {
             },
             Error::Exhausted {
                 action,
-                resource,
-                usage,
                 limit,
+                usage,
             } => Self::Exhausted {
                 action: action.clone(),
-                resource: resource.clone(),
+                limit: *limit,
                 usage: usage.clone(),
-                limit: limit.clone(),
             },
             Error::Worker { message } | Error::InWorker { message } => Self::Worker {
                 message: message.clone(),
@@ -434,14 +432,12 @@ impl From<WireError> for Error {
             },
             WireError::Exhausted {
                 action,
-                resource,
-                usage,
                 limit,
+                usage,
             } => Error::Exhausted {
                 action,
-                resource,
-                usage,
                 limit,
+                usage,
             },
             WireError::Worker { message } | WireError::Other { message } => {
                 Error::InWorker { message }

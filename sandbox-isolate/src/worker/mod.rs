@@ -58,7 +58,7 @@ use crate::process::wire::{
 };
 use crate::process::{readable_within, FdReader};
 use crate::runtime::{LaunchSpec, Migration, Runtime, SwapStep};
-use crate::InProcess;
+use crate::{InProcess, Limit};
 
 /// The environment variable naming the descriptor of the worker's channel
 /// to the host.
@@ -580,9 +580,8 @@ fn exhausted(e: Error, artifact: &Path) -> Error {
         };
         return Error::Exhausted {
             action,
-            resource: "address space".into(),
+            limit: Limit::AddressSpace,
             usage,
-            limit: "memory_bytes".into(),
         };
     }
     if files {
@@ -607,9 +606,8 @@ fn exhausted(e: Error, artifact: &Path) -> Error {
             };
             return Error::Exhausted {
                 action,
-                resource: "file descriptors".into(),
+                limit: Limit::OpenFiles,
                 usage,
-                limit: "open_files".into(),
             };
         }
     }

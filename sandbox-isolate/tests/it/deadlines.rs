@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use sandbox_isolate::{
-    Crash, Error, InProcess, Isolator, LaunchSpec, Runtime, SwapStage, SwapStep,
+    Crash, Error, InProcess, Isolator, LaunchSpec, Limit, Runtime, SwapStage, SwapStep,
 };
 use sandbox_testkit::fixtures;
 
@@ -194,11 +194,7 @@ fn in_a_worker_a_save_state_that_never_returns_kills_the_worker() {
     let crash = crashes
         .recv_timeout(Duration::from_secs(10))
         .expect("a crash report");
-    assert_eq!(
-        crash.limit.as_deref(),
-        Some("lifecycle_timeout"),
-        "{crash:?}"
-    );
+    assert_eq!(crash.limit, Some(Limit::LifecycleTimeout), "{crash:?}");
     assert!(crash.cause.contains("save_state of `m`"), "{crash:?}");
 }
 
@@ -214,11 +210,7 @@ fn in_a_worker_a_checkpoint_whose_save_state_never_returns_kills_the_worker() {
         .unwrap()
         .recv_timeout(Duration::from_secs(10))
         .expect("a crash report");
-    assert_eq!(
-        crash.limit.as_deref(),
-        Some("lifecycle_timeout"),
-        "{crash:?}"
-    );
+    assert_eq!(crash.limit, Some(Limit::LifecycleTimeout), "{crash:?}");
 }
 
 /// Through the `Manager`, in a worker: a reload whose new `init` never

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use sandbox_isolate::spawn::ChildLimits;
-use sandbox_isolate::{Crash, Error, Isolator, LaunchSpec, PluginErrorKind, Process, Runtime};
+use sandbox_isolate::{
+    Crash, Error, Isolator, LaunchSpec, Limit, PluginErrorKind, Process, Runtime,
+};
 
 use crate::support;
 
@@ -117,7 +119,7 @@ impl Drop for Target {
 fn an_infinite_loop_is_killed_at_the_call_timeout() {
     let t = Target::new();
     let crash = t.crashed("loop", Some(Duration::from_millis(500)));
-    assert_eq!(crash.limit.as_deref(), Some("call_timeout"), "{crash:?}");
+    assert_eq!(crash.limit, Some(Limit::CallTimeout), "{crash:?}");
     assert_eq!(crash.signal, Some(libc::SIGKILL), "{crash:?}");
 }
 
@@ -125,7 +127,7 @@ fn an_infinite_loop_is_killed_at_the_call_timeout() {
 fn an_infinite_loop_without_timeout_hits_the_cpu_limit() {
     let t = Target::with(|l| l.cpu_seconds = Some(1));
     let crash = t.crashed("loop", None);
-    assert_eq!(crash.limit.as_deref(), Some("cpu"), "{crash:?}");
+    assert_eq!(crash.limit, Some(Limit::Cpu), "{crash:?}");
     assert_eq!(crash.signal, Some(libc::SIGXCPU), "{crash:?}");
 }
 
@@ -133,7 +135,8 @@ fn an_infinite_loop_without_timeout_hits_the_cpu_limit() {
 fn a_memory_bomb_hits_the_address_space_limit() {
     let t = Target::with(|l| l.address_space = Some(768 << 20));
     let crash = t.crashed("memory", Some(Duration::from_secs(60)));
-    assert_eq!(crash.limit.as_deref(), Some("memory"), "{crash:?}");
+    assert_eq!(crash.limit, Some(Limit::AddressSpace), "{crash:?}");
+    assert!(crash.cause.contains("address space"), "{crash:?}");
 }
 
 #[test]
@@ -176,7 +179,7 @@ fn a_huge_file_stops_at_the_file_size_limit() {
 fn filling_the_disk_with_many_files_hits_the_disk_limit() {
     let t = Target::new();
     let crash = t.crashed("disk", Some(Duration::from_secs(60)));
-    assert_eq!(crash.limit.as_deref(), Some("disk"), "{crash:?}");
+    assert_eq!(crash.limit, Some(Limit::Disk), "{crash:?}");
 }
 
 #[test]
@@ -184,7 +187,7 @@ fn a_sandbox_s_own_disk_cap_holds_without_one_on_the_isolator() {
     let uncapped = Process::new(support::worker()).output_limit(Some(1 << 20));
     let t = Target::launched(&uncapped, |spec| spec.disk_limit = Some(8 << 20));
     let crash = t.crashed("disk", Some(Duration::from_secs(60)));
-    assert_eq!(crash.limit.as_deref(), Some("disk"), "{crash:?}");
+    assert_eq!(crash.limit, Some(Limit::Disk), "{crash:?}");
     assert!(crash.cause.contains("disk limit of 8388608"), "{crash:?}");
 }
 
@@ -192,7 +195,7 @@ fn a_sandbox_s_own_disk_cap_holds_without_one_on_the_isolator() {
 fn unbounded_stdout_hits_the_output_limit() {
     let t = Target::new();
     let crash = t.crashed("stdout", Some(Duration::from_secs(60)));
-    assert_eq!(crash.limit.as_deref(), Some("output"), "{crash:?}");
+    assert_eq!(crash.limit, Some(Limit::Output), "{crash:?}");
 }
 
 #[test]
@@ -202,7 +205,7 @@ fn a_sandbox_s_own_output_cap_holds_without_one_on_the_isolator() {
         spec.output_limit = Some(64 << 10)
     });
     let crash = t.crashed("stdout", Some(Duration::from_secs(60)));
-    assert_eq!(crash.limit.as_deref(), Some("output"), "{crash:?}");
+    assert_eq!(crash.limit, Some(Limit::Output), "{crash:?}");
 }
 
 #[test]
@@ -274,7 +277,7 @@ fn a_null_pointer_write_is_a_crash_with_sigsegv() {
 #[test]
 fn a_stack_overflow_is_a_crash_naming_the_stack() {
     let crash = Target::new().crashed("stack", None);
-    assert_eq!(crash.limit.as_deref(), Some("stack"), "{crash:?}");
+    assert_eq!(crash.limit, Some(Limit::Stack), "{crash:?}");
 }
 
 #[test]

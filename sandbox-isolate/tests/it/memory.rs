@@ -4,7 +4,7 @@
 //! (`RLIMIT_AS`) and the next load failed.
 
 use sandbox_isolate::spawn::ChildLimits;
-use sandbox_isolate::{Error, Isolator, SwapStep};
+use sandbox_isolate::{Error, Isolator, Limit, SwapStep};
 use sandbox_testkit::fixtures;
 
 use crate::support::{self, add, counter, start};
@@ -119,16 +119,12 @@ fn a_load_that_finds_no_address_space_left_is_a_resource_error() {
     assert!(filled["reserved_mib"].as_u64().unwrap() > 100, "{filled}");
     let err = rt.load(&counter(), 1).unwrap_err();
     match &err {
-        Error::Exhausted {
-            resource, limit, ..
-        } => assert_eq!(
-            (resource.as_str(), limit.as_str()),
-            ("address space", "memory_bytes")
-        ),
+        Error::Exhausted { limit, .. } => assert_eq!(*limit, Limit::AddressSpace),
         other => panic!("expected a resource error, got: {other}"),
     }
     assert!(
-        err.to_string().contains("raise the sandbox's memory_bytes"),
+        err.to_string()
+            .contains("raise the sandbox's address_space_bytes"),
         "{err}"
     );
 }
@@ -203,7 +199,7 @@ fn a_worker_near_its_address_space_limit_is_reported_and_recycled() {
         let spec = SandboxSpec::new(&src)
             .isolation(sandbox_core::isolate::IsolationKind::Process)
             .profile(sandbox_core::security::Profile::Trusted);
-        assert_eq!(spec.limits.memory_bytes, Some(512 << 20));
+        assert_eq!(spec.limits.address_space_bytes, Some(512 << 20));
         manager.create(id.clone(), spec).await.unwrap();
         let first = manager.info(id.as_str()).unwrap().pid;
         let reply = manager
@@ -214,7 +210,13 @@ fn a_worker_near_its_address_space_limit_is_reported_and_recycled() {
         assert!(vm_size_mib(first) > 410, "{} MiB", vm_size_mib(first));
         let deadline = Duration::from_secs(60);
         let near = await_event(&mut events, "limit_exceeded", deadline, |e| {
-            matches!(&e.kind, EventKind::LimitExceeded { resource, .. } if resource == "address space")
+            matches!(
+                &e.kind,
+                EventKind::LimitExceeded {
+                    resource: Limit::AddressSpace,
+                    ..
+                }
+            )
         })
         .await
         .unwrap();
@@ -272,14 +274,16 @@ fn a_load_that_finds_no_descriptor_left_is_a_resource_error_said_once() {
     assert!(opened["open"].as_u64().unwrap() > 100, "{opened}");
     let err = rt.load(&counter(), 1).unwrap_err();
     match &err {
-        Error::Exhausted {
-            resource, limit, ..
-        } => assert_eq!(
-            (resource.as_str(), limit.as_str()),
-            ("file descriptors", "open_files")
-        ),
+        Error::Exhausted { limit, .. } => assert_eq!(*limit, Limit::OpenFiles),
         other => panic!("expected a resource error, got: {other}"),
     }
+    assert!(
+        err.to_string().contains("out of file descriptors (")
+            && err
+                .to_string()
+                .contains("raise the sandbox's open_files limit"),
+        "{err}"
+    );
     let text = err.to_string();
     assert_eq!(text.matches("raise the sandbox's").count(), 1, "{text}");
     assert!(!text.contains("worker command"), "{text}");

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
-use sandbox_isolate::{Crash, Error, IsolationKind, Isolator, Runtime, SwapStep};
+use sandbox_isolate::{Crash, Error, IsolationKind, Isolator, Limit, Runtime, SwapStep};
 
 use crate::scenarios;
 use crate::support::{self, add, counter, start};
@@ -48,7 +48,7 @@ fn a_call_past_its_timeout_kills_the_worker() {
     let crash = crashes
         .recv_timeout(Duration::from_secs(10))
         .expect("a crash report");
-    assert_eq!(crash.limit.as_deref(), Some("call_timeout"), "{crash:?}");
+    assert_eq!(crash.limit, Some(Limit::CallTimeout), "{crash:?}");
     assert_eq!(crash.signal, Some(9), "{crash:?}");
     assert!(support::gone(pid));
     let err = rt.call("probe", br#"{"op":"echo"}"#, None).unwrap_err();

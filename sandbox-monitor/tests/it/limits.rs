@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sandbox_monitor::{
-    Alert, AlertLevel, Enforcement, EnforcementPolicy, Resource, ResourceLimits, Usage,
+    Alert, AlertLevel, Enforcement, EnforcementPolicy, Limit, ResourceLimits, Usage,
 };
 
 fn usage() -> Usage {
@@ -19,7 +19,7 @@ fn usage() -> Usage {
     }
 }
 
-fn levels(alerts: &[Alert]) -> Vec<(Resource, AlertLevel)> {
+fn levels(alerts: &[Alert]) -> Vec<(Limit, AlertLevel)> {
     alerts.iter().map(|a| (a.resource, a.level)).collect()
 }
 
@@ -38,10 +38,10 @@ fn evaluate_warns_above_the_fraction_and_exceeds_above_the_limit() {
     assert_eq!(
         levels(&alerts),
         [
-            (Resource::Memory, AlertLevel::Warning),
-            (Resource::Cpu, AlertLevel::Exceeded),
-            (Resource::Threads, AlertLevel::Warning),
-            (Resource::Processes, AlertLevel::Exceeded),
+            (Limit::Memory, AlertLevel::Warning),
+            (Limit::Cpu, AlertLevel::Exceeded),
+            (Limit::Threads, AlertLevel::Warning),
+            (Limit::Processes, AlertLevel::Exceeded),
         ]
     );
     assert_eq!(alerts[0].key, "k");
@@ -124,30 +124,95 @@ fn enforcement_policy_maps_alerts_to_actions() {
     };
     let policy = EnforcementPolicy::default();
     assert_eq!(
-        policy.action_for(&alert(Resource::Memory, AlertLevel::Warning)),
+        policy.action_for(&alert(Limit::Memory, AlertLevel::Warning)),
         Enforcement::None
     );
     assert_eq!(
-        policy.action_for(&alert(Resource::Memory, AlertLevel::Exceeded)),
+        policy.action_for(&alert(Limit::Memory, AlertLevel::Exceeded)),
         Enforcement::Kill
     );
     assert_eq!(
-        policy.action_for(&alert(Resource::CpuPercent, AlertLevel::Exceeded)),
+        policy.action_for(&alert(Limit::CpuPercent, AlertLevel::Exceeded)),
         Enforcement::Throttle
     );
     assert_eq!(
-        policy.action_for(&alert(Resource::CallTime, AlertLevel::Exceeded)),
+        policy.action_for(&alert(Limit::CallTimeout, AlertLevel::Exceeded)),
         Enforcement::Restart
     );
-    let lenient = policy.with_override(Resource::Memory, Enforcement::Restart);
+    let lenient = policy.with_override(Limit::Memory, Enforcement::Restart);
     assert_eq!(
-        lenient.action_for(&alert(Resource::Memory, AlertLevel::Exceeded)),
+        lenient.action_for(&alert(Limit::Memory, AlertLevel::Exceeded)),
         Enforcement::Restart
     );
     let all = [
-        alert(Resource::CpuPercent, AlertLevel::Exceeded),
-        alert(Resource::Threads, AlertLevel::Warning),
+        alert(Limit::CpuPercent, AlertLevel::Exceeded),
+        alert(Limit::Threads, AlertLevel::Warning),
     ];
     assert_eq!(lenient.action_for_all(&all), Enforcement::Throttle);
     assert_eq!(lenient.action_for_all(&[]), Enforcement::None);
+}
+
+#[test]
+fn a_limit_serializes_to_its_protocol_name_and_back() {
+    // The names `limit_exceeded` (`resource`) and `crashed` (`limit`) events
+    // carry in the `sandbox run` protocol.
+    let documented = [
+        ("memory", Limit::Memory),
+        ("address_space", Limit::AddressSpace),
+        ("cpu", Limit::Cpu),
+        ("cpu_percent", Limit::CpuPercent),
+        ("threads", Limit::Threads),
+        ("processes", Limit::Processes),
+        ("open_files", Limit::OpenFiles),
+        ("file_size", Limit::FileSize),
+        ("disk", Limit::Disk),
+        ("output", Limit::Output),
+        ("call_timeout", Limit::CallTimeout),
+        ("lifecycle_timeout", Limit::LifecycleTimeout),
+        ("stack", Limit::Stack),
+        ("seccomp", Limit::Seccomp),
+    ];
+    assert_eq!(
+        documented.len(),
+        Limit::ALL.len(),
+        "a limit is not documented here"
+    );
+    for (name, limit) in documented {
+        assert_eq!(
+            serde_json::to_string(&limit).unwrap(),
+            format!("\"{name}\"")
+        );
+        assert_eq!(
+            serde_json::from_str::<Limit>(&format!("\"{name}\"")).unwrap(),
+            limit
+        );
+        assert_eq!(name.parse::<Limit>(), Ok(limit));
+        assert_eq!(limit.as_str(), name);
+    }
+    // The name the monitor gave the call timeout before it was a limit of its own.
+    assert_eq!(
+        serde_json::from_str::<Limit>("\"call_time\"").unwrap(),
+        Limit::CallTimeout
+    );
+    let err = "ram".parse::<Limit>().unwrap_err();
+    assert!(err.contains("address_space"), "{err}");
+}
+
+#[test]
+fn resident_memory_and_address_space_are_two_limits_with_one_default_each() {
+    let d = ResourceLimits::default();
+    assert_eq!(
+        d.memory_bytes,
+        Some(sandbox_monitor::defaults::MEMORY_BYTES)
+    );
+    assert_eq!(
+        d.address_space_bytes,
+        Some(sandbox_monitor::defaults::ADDRESS_SPACE_BYTES)
+    );
+    assert_eq!(Limit::Memory.field(), Some("memory_bytes"));
+    assert_eq!(Limit::AddressSpace.field(), Some("address_space_bytes"));
+    let parsed: ResourceLimits =
+        serde_json::from_str(r#"{"address_space_bytes": 1073741824}"#).unwrap();
+    assert_eq!(parsed.address_space_bytes, Some(1 << 30));
+    assert_eq!(parsed.memory_bytes, d.memory_bytes);
 }

@@ -4,7 +4,7 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use sandbox_monitor::{
-    AlertLevel, Error, Monitor, NoopMonitor, ProcMonitor, Resource, ResourceLimits, Usage,
+    AlertLevel, Error, Limit, Monitor, NoopMonitor, ProcMonitor, ResourceLimits, Usage,
 };
 
 use crate::Cat;
@@ -120,7 +120,7 @@ fn a_limit_below_usage_raises_exceeded_and_near_it_a_warning() -> anyhow::Result
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(
         (alerts[0].resource, alerts[0].level),
-        (Resource::Threads, AlertLevel::Exceeded)
+        (Limit::Threads, AlertLevel::Exceeded)
     );
     assert_eq!((alerts[0].value, alerts[0].limit), (1.0, 0.0));
 
@@ -130,7 +130,7 @@ fn a_limit_below_usage_raises_exceeded_and_near_it_a_warning() -> anyhow::Result
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(
         (alerts[0].resource, alerts[0].level),
-        (Resource::Threads, AlertLevel::Warning)
+        (Limit::Threads, AlertLevel::Warning)
     );
 
     let strict = ProcMonitor::new().with_warning_fraction(1.0)?;
@@ -148,7 +148,7 @@ fn a_limit_below_usage_raises_exceeded_and_near_it_a_warning() -> anyhow::Result
     assert!(
         alerts
             .iter()
-            .any(|a| a.resource == Resource::Memory && a.level == AlertLevel::Exceeded),
+            .any(|a| a.resource == Limit::Memory && a.level == AlertLevel::Exceeded),
         "{alerts:?}"
     );
     Ok(())
