@@ -1,6 +1,7 @@
 //! The result cache of pure modules: LRU with a time to live.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -24,6 +25,31 @@ type Entry = (Instant, Vec<u8>);
 pub(crate) struct ResultCache {
     entries: Option<Mutex<LruCache<Key, Entry>>>,
     ttl: Duration,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// How often the result cache of pure modules answered a call
+/// ([`Manager::result_cache_stats`](crate::Manager::result_cache_stats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Calls of a pure module answered from the cache.
+    pub hits: u64,
+    /// Calls of a pure module that ran (nothing cached, or expired).
+    pub misses: u64,
+}
+
+impl crate::Manager {
+    /// Hits and misses of the result cache of pure modules since the
+    /// manager was built (calls of modules that are not pure count in
+    /// neither; with the cache disabled every pure call is a miss).
+    pub fn result_cache_stats(&self) -> CacheStats {
+        let cache = &self.inner.results;
+        CacheStats {
+            hits: cache.hits.load(Ordering::Relaxed),
+            misses: cache.misses.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl ResultCache {
@@ -31,6 +57,8 @@ impl ResultCache {
         Self {
             entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
             ttl,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -43,7 +71,15 @@ impl ResultCache {
         }
     }
 
+    /// The cached answer for `key`, counted as a hit or a miss.
     pub(crate) fn get(&self, key: &Key) -> Option<Vec<u8>> {
+        let found = self.lookup(key);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn lookup(&self, key: &Key) -> Option<Vec<u8>> {
         let mut entries = self.entries.as_ref()?.lock();
         match entries.get(key) {
             Some((at, value)) if at.elapsed() <= self.ttl => Some(value.clone()),
@@ -107,5 +143,17 @@ mod tests {
         let k = ResultCache::key(1, "m", 1, b"x");
         cache.put(k.clone(), b"y".to_vec());
         assert_eq!(cache.get(&k), None);
+    }
+
+    #[test]
+    fn lookups_are_counted() {
+        let cache = ResultCache::new(2, Duration::from_secs(3600));
+        let k = ResultCache::key(1, "m", 1, b"x");
+        assert_eq!(cache.get(&k), None);
+        cache.put(k.clone(), b"y".to_vec());
+        assert!(cache.get(&k).is_some());
+        assert!(cache.get(&k).is_some());
+        assert_eq!(cache.hits.load(Ordering::Relaxed), 2);
+        assert_eq!(cache.misses.load(Ordering::Relaxed), 1);
     }
 }

@@ -83,6 +83,15 @@ pub struct Config {
     /// Default: `user:<name>` from `$USER` (or `$LOGNAME`), else
     /// `uid:<uid>`.
     pub audit_actor: String,
+    /// Where every checkpoint of module state is kept durably, so a host
+    /// that is killed can create its sandboxes again from their last
+    /// checkpoint ([`SandboxSpec::restore_from`](crate::SandboxSpec::restore_from)).
+    /// With a store, in-process sandboxes are checkpointed too (by their
+    /// [`Durability`](crate::Durability), like process sandboxes), and under
+    /// [`Durability::EveryCall`](crate::Durability::EveryCall) a reply
+    /// waits for the store. See [`CheckpointStore`](crate::CheckpointStore).
+    /// Default: `None`, checkpoints live in memory only.
+    pub checkpoint_store: Option<std::sync::Arc<dyn crate::CheckpointStore>>,
 }
 
 impl Default for Config {
@@ -114,6 +123,7 @@ impl Default for Config {
             audit_log: None,
             audit_actor: default_audit_actor(),
             recycle_after_swaps: 50,
+            checkpoint_store: None,
         }
     }
 }

@@ -42,16 +42,20 @@ mod error;
 mod event;
 mod handle;
 mod manager;
+mod store;
 mod supervise;
 mod swap;
 mod types;
+pub mod wire;
 mod workdir;
 
+pub use cache::CacheStats;
 pub use config::Config;
 pub use error::{Error, ErrorClass, ErrorKind, Recovery, Result};
 pub use event::{Event, EventKind, EventStream};
 pub use handle::{SandboxEvents, SandboxHandle};
 pub use manager::{Manager, ManagerBuilder};
+pub use store::CheckpointStore;
 pub use types::{
     CallRequest, Durability, IntoSandboxId, ModuleStatus, ReloadReport, SandboxId, SandboxInfo,
     SandboxSpec, Status, Swapped, VersionInfo,

@@ -572,15 +572,20 @@ impl Manager {
         graph
             .check_dependencies_known()
             .map_err(Error::Dependencies)?;
+        let mut restore = std::mem::take(&mut spec.restore);
         let steps: Vec<SwapStep> = graph
             .topological_levels()
             .into_iter()
             .flatten()
             .map(|module| SwapStep {
                 carry_state: false,
+                initial_state: restore.remove(&module),
                 ..SwapStep::new(module, 1)
             })
             .collect();
+        for module in restore.keys() {
+            tracing::warn!(sandbox = %id, module, "a saved state names a module the source no longer has; dropped");
+        }
         let rt = Arc::clone(&runtime);
         let outcomes = blocking(move || rt.swap(&steps)).await??;
 
@@ -639,7 +644,7 @@ impl Manager {
             );
         }
         self.track_usage(&sb);
-        if sb.spec.isolation == IsolationKind::Process {
+        if self.checkpointed(&sb) {
             self.checkpoint(&sb).await;
             self.spawn_checkpoints(&sb);
         }

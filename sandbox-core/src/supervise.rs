@@ -247,7 +247,12 @@ impl Manager {
     /// After a committed swap of `swapped` modules: checkpoint the new
     /// state, or recycle the worker when it has swapped enough.
     pub(crate) async fn after_swap(&self, sb: &Arc<Sandbox>, swapped: usize) {
+        if !self.checkpointed(sb) {
+            return;
+        }
         if sb.spec.isolation != IsolationKind::Process {
+            // No worker to recycle: only the durable checkpoint.
+            self.checkpoint(sb).await;
             return;
         }
         let recycle = {
@@ -261,6 +266,28 @@ impl Manager {
             return;
         }
         self.checkpoint(sb).await;
+    }
+
+    /// Whether `sb`'s state is checkpointed: always in a worker (what a
+    /// restarted worker starts from); in-process only when a
+    /// [`CheckpointStore`](crate::CheckpointStore) keeps the checkpoints.
+    pub(crate) fn checkpointed(&self, sb: &Sandbox) -> bool {
+        sb.spec.isolation == IsolationKind::Process || self.inner.config.checkpoint_store.is_some()
+    }
+
+    /// Takes a checkpoint of sandbox `id` now — after any operation in
+    /// progress — and hands it to the
+    /// [`CheckpointStore`](crate::CheckpointStore), if any (a host does this
+    /// before it shuts down). Does nothing for a sandbox whose state is not
+    /// checkpointed (in-process, without a store).
+    pub async fn checkpoint_now(&self, id: &str) -> Result<()> {
+        let sb = self.get(id)?;
+        if !self.checkpointed(&sb) {
+            return Ok(());
+        }
+        let _op = sb.ops.lock().await;
+        let mut stored = sb.supervision.stored.lock().await;
+        self.save_locked(&sb, &mut stored).await
     }
 
     /// Saves every module's state as the one a restarted worker starts from.
@@ -299,7 +326,21 @@ impl Manager {
         };
         let number = sb.supervision.started.fetch_add(1, Ordering::SeqCst) + 1;
         let rt = sb.runtime();
-        let states = blocking(move || rt.checkpoint()).await??;
+        let mut states = blocking(move || rt.checkpoint()).await??;
+        if let Some(store) = self.inner.config.checkpoint_store.clone() {
+            // Durable before it counts: under every-call durability the
+            // replies waiting on this save wait for the store too.
+            let id = sb.id.clone();
+            states = blocking(move || store.store(&id, &states).map(|()| states))
+                .await?
+                .map_err(|source| {
+                    Error::Isolate(sandbox_isolate::Error::Io {
+                        action: "storing a checkpoint of sandbox",
+                        path: sb.id.as_str().into(),
+                        source,
+                    })
+                })?;
+        }
         sb.state.lock().saved = states.into_iter().collect();
         *stored = number;
         Ok(())
@@ -323,7 +364,7 @@ impl Manager {
         // the async runtime's shutdown); a worker is killed.
         let timeout = sb.spec.limits.call_timeout;
         let m = module.to_owned();
-        if sb.spec.isolation != IsolationKind::Process {
+        if !self.checkpointed(sb) {
             let rt = sb.runtime();
             return Ok(blocking(move || rt.call(&m, &input, timeout)).await??);
         }
@@ -356,9 +397,12 @@ impl Manager {
     /// runs, and checks its usage against its limits on that interval (on
     /// `checkpoint_interval` when it saves after every call instead).
     pub(crate) fn spawn_checkpoints(&self, sb: &Arc<Sandbox>) {
-        if sb.spec.isolation != IsolationKind::Process {
+        if !self.checkpointed(sb) {
             return;
         }
+        // In-process (checkpointed for a store): the host's usage is not
+        // the sandbox's, and there is no worker to recycle.
+        let worker = sb.spec.isolation == IsolationKind::Process;
         let interval = self.inner.config.checkpoint_interval;
         let (save, every) = match sb.spec.durability {
             Durability::ConfigInterval => (true, interval),
@@ -389,9 +433,11 @@ impl Manager {
                 let manager = Manager {
                     inner: Arc::clone(&inner),
                 };
-                manager.check_limits(&sb, &mut exceeded);
-                fresh = manager.fresh_address_space(&sb, fresh);
-                let recycle = manager.near_address_space_limit(&sb, fresh);
+                let recycle = worker && {
+                    manager.check_limits(&sb, &mut exceeded);
+                    fresh = manager.fresh_address_space(&sb, fresh);
+                    manager.near_address_space_limit(&sb, fresh)
+                };
                 if !save && !recycle {
                     continue;
                 }

@@ -151,6 +151,9 @@ pub struct SandboxSpec {
     /// Process isolation: when module state is saved, and so what a crash
     /// of the worker may lose. Default [`Durability::ConfigInterval`].
     pub durability: Durability,
+    /// The state each module starts from, by module name (empty: every
+    /// module starts empty). Set by [`restore_from`](Self::restore_from).
+    pub restore: std::collections::BTreeMap<String, sandbox_isolate::SavedState>,
 }
 
 impl SandboxSpec {
@@ -164,6 +167,7 @@ impl SandboxSpec {
             profile: Profile::default(),
             limits: ResourceLimits::default(),
             durability: Durability::default(),
+            restore: std::collections::BTreeMap::new(),
         }
     }
 
@@ -202,6 +206,22 @@ impl SandboxSpec {
         self.durability = durability;
         self
     }
+
+    /// Starts the modules from saved states (module name → state with the
+    /// schema it was written under), e.g. the last checkpoint a
+    /// [`CheckpointStore`](crate::CheckpointStore) kept before the host
+    /// died. Each state goes through the new instance's `restore_state`
+    /// like on a swap: a newer version migrates it, one whose schema is
+    /// older refuses it and the create fails (nothing is left behind).
+    /// States of modules the source no longer has are dropped (logged);
+    /// modules without a state start empty.
+    pub fn restore_from(
+        mut self,
+        states: impl IntoIterator<Item = (String, sandbox_isolate::SavedState)>,
+    ) -> Self {
+        self.restore = states.into_iter().collect();
+        self
+    }
 }
 
 /// When a process sandbox's module state is saved to the host — what a
@@ -222,7 +242,9 @@ impl SandboxSpec {
 /// saves). Cheap for a few bytes of state, expensive for megabytes.
 ///
 /// In-process sandboxes keep no saved state (a crash there is the host's),
-/// so this setting does nothing for them.
+/// so this setting does nothing for them — unless the host keeps
+/// checkpoints durably ([`Config::checkpoint_store`](crate::Config::checkpoint_store)):
+/// then it decides what a kill of the host loses, for every sandbox.
 ///
 /// Parsed from `call`, `every-call`, `interval` or `interval=MS`:
 ///

@@ -9,6 +9,7 @@ mod audit;
 mod autoreload;
 mod bad_input;
 mod calls;
+mod checkpoint_store;
 mod deadlines;
 mod hotswap;
 mod lifecycle;
