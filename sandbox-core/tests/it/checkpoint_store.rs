@@ -20,7 +20,9 @@ struct Memory {
 
 impl CheckpointStore for Memory {
     fn store(&self, sandbox: &SandboxId, states: &[(String, SavedState)]) -> std::io::Result<()> {
-        self.last.lock().insert(sandbox.to_string(), states.to_vec());
+        self.last
+            .lock()
+            .insert(sandbox.to_string(), states.to_vec());
         *self.stores.lock() += 1;
         Ok(())
     }
@@ -30,7 +32,10 @@ impl CheckpointStore for Memory {
 fn stored_value(store: &Memory, id: &SandboxId) -> i64 {
     let last = store.last.lock();
     let states = last.get(id.as_str()).expect("a checkpoint of the sandbox");
-    let (_, state) = states.iter().find(|(m, _)| m == "counter").expect("the counter's state");
+    let (_, state) = states
+        .iter()
+        .find(|(m, _)| m == "counter")
+        .expect("the counter's state");
     let v: serde_json::Value = serde_json::from_slice(&state.bytes).expect("counter state is JSON");
     v["value"].as_i64().expect("a value")
 }
