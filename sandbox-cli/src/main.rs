@@ -7,6 +7,8 @@
 //! - `sandbox check DIR [--profile P]` prints the source scan's findings
 //!   like cargo diagnostics and fails when the profile refuses one.
 //! - `sandbox audit verify FILE` checks an audit log's hash chain.
+//! - `sandbox serve` runs the HTTP service (`sandbox-serve`), keeping
+//!   sandboxes and their state in a data dir across restarts.
 
 // A command's output is its job; libraries never print (workspace lint).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -17,6 +19,7 @@ mod demo;
 mod protocol;
 mod run;
 mod scaffold;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +52,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Audit log tools: `sandbox audit verify FILE`.
     Audit(audit::AuditArgs),
+    /// Serve sandboxes over HTTP/JSON, keeping them and their state in a
+    /// data dir across restarts (see the README's `sandbox serve` section).
+    Serve(serve::ServeArgs),
 }
 
 /// Options of `sandbox run`.
@@ -178,6 +184,7 @@ fn main() -> ExitCode {
             Command::New(args) => scaffold::new(args),
             Command::Check(args) => check::check(args),
             Command::Audit(args) => audit::audit(args),
+            Command::Serve(args) => serve::serve(args).await,
         }
     });
     match result {

@@ -178,53 +178,22 @@ pub fn error_line(
     message: &str,
     diagnostics: Option<Value>,
 ) -> Value {
-    let mut error =
-        json!({ "kind": kind, "class": class, "recovery": recovery, "message": message });
+    let mut error = sandbox_core::wire::error_fields(kind, class, recovery, message);
     if let Some(d) = diagnostics {
         error["diagnostics"] = d;
     }
     json!({ "type": "error", "id": id, "error": error })
 }
 
-/// The error line for a `Manager` error.
+/// The error line for a `Manager` error (the shared error object of
+/// [`sandbox_core::wire`]).
 pub fn from_error(id: Option<Value>, e: &sandbox_core::Error) -> Value {
-    let diagnostics = (!e.diagnostics().is_empty()).then(|| {
-        Value::Array(
-            e.diagnostics()
-                .iter()
-                .map(|d| {
-                    json!({
-                        "level": d.level,
-                        "message": d.message,
-                        "file": d.file,
-                        "line": d.line,
-                        "column": d.column,
-                        "rendered": d.rendered,
-                    })
-                })
-                .collect(),
-        )
-    });
-    let class = serde_json::to_value(e.class()).unwrap_or(Value::Null);
-    let recovery = serde_json::to_value(e.recovery()).unwrap_or(Value::Null);
-    error_line(
-        id,
-        e.kind(),
-        class.as_str().unwrap_or("system"),
-        recovery.as_str().unwrap_or("escalate"),
-        &e.to_string(),
-        diagnostics,
-    )
+    json!({ "type": "error", "id": id, "error": sandbox_core::wire::error_object(e) })
 }
 
-/// An event line.
+/// An event line (the shared event object of [`sandbox_core::wire`]).
 pub fn event_line(event: &sandbox_core::Event) -> Value {
-    let mut v = serde_json::to_value(event)
-        .unwrap_or_else(|e| json!({ "event": "unserializable", "message": e.to_string() }));
-    if let Value::Object(map) = &mut v {
-        map.insert("type".into(), Value::String("event".into()));
-    }
-    v
+    sandbox_core::wire::event_object(event)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The layering rule: component crates are leaves, and the foundation
-//! crates below them depend on no crate of the workspace.
+//! The layering rule: component crates are leaves, the foundation crates
+//! below them depend on no crate of the workspace, and the top crates (the
+//! command and the service) are depended on by no crate but each other.
 
 use anyhow::bail;
 
@@ -15,6 +16,10 @@ pub const COMPONENTS: &[&str] = &[
 /// Crates every layer may use, which use no crate of the workspace
 /// themselves: spawning and jailing children.
 pub const FOUNDATION: &[&str] = &["sandbox-jail"];
+
+/// The crates at the top: hosts built on `sandbox-core` that no library
+/// below may depend on (only each other: the command runs the service).
+pub const TOP: &[&str] = &["sandbox-cli", "sandbox-serve"];
 
 /// Crates a component must not depend on besides its siblings: the
 /// composing crate and the loader (a component takes spawning and the jail
@@ -32,15 +37,18 @@ pub fn check() -> anyhow::Result<String> {
         );
     }
     Ok(format!(
-        "layering ok: {} are leaves; {} depend on no workspace crate",
+        "layering ok: {} are leaves; {} depend on no workspace crate; only {} depend on {}",
         COMPONENTS.join(", "),
-        FOUNDATION.join(", ")
+        FOUNDATION.join(", "),
+        TOP.join(", "),
+        TOP.join(", ")
     ))
 }
 
 /// Every normal or build dependency of a component crate on `sandbox-core`,
 /// `sandbox-isolate` or another component crate, and of a foundation crate
-/// on any workspace crate, as "a -> b".
+/// on any workspace crate, and of any crate but a top one on a top crate,
+/// as "a -> b".
 pub fn violations(metadata: &cargo_metadata::Metadata) -> Vec<String> {
     let workspace: Vec<&str> = metadata
         .workspace_packages()
@@ -52,15 +60,17 @@ pub fn violations(metadata: &cargo_metadata::Metadata) -> Vec<String> {
         let me = package.name.as_str();
         let component = COMPONENTS.contains(&me);
         let foundation = FOUNDATION.contains(&me);
-        if !component && !foundation {
-            continue;
-        }
+        let top = TOP.contains(&me);
         for dep in &package.dependencies {
             if dep.kind == cargo_metadata::DependencyKind::Development {
                 continue;
             }
             let name = dep.name.as_str();
-            let bad = if foundation {
+            let bad = if !top && TOP.contains(&name) {
+                true
+            } else if !component && !foundation {
+                false
+            } else if foundation {
                 workspace.contains(&name) || ABOVE_COMPONENTS.contains(&name)
             } else {
                 ABOVE_COMPONENTS.contains(&name) || (COMPONENTS.contains(&name) && name != me)
@@ -90,7 +100,7 @@ mod tests {
             .iter()
             .map(|p| p.name.as_str())
             .collect();
-        for c in COMPONENTS.iter().chain(FOUNDATION) {
+        for c in COMPONENTS.iter().chain(FOUNDATION).chain(TOP) {
             assert!(names.contains(c), "{c} missing from the workspace");
         }
     }
@@ -112,7 +122,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("Cargo.toml"),
-            "[workspace]\nresolver = \"2\"\nmembers = [\"sandbox-core\", \"sandbox-watch\", \"sandbox-compiler\", \"sandbox-jail\", \"sandbox-isolate\", \"sandbox-monitor\"]\n",
+            "[workspace]\nresolver = \"2\"\nmembers = [\"sandbox-core\", \"sandbox-watch\", \"sandbox-compiler\", \"sandbox-jail\", \"sandbox-isolate\", \"sandbox-monitor\", \"sandbox-cli\", \"sandbox-serve\"]\n",
         )
         .unwrap();
         krate("sandbox-core", "");
@@ -124,7 +134,19 @@ mod tests {
             "sandbox-compiler",
             "sandbox-watch = { path = \"../sandbox-watch\" }\n",
         );
-        krate("sandbox-isolate", "");
+        krate(
+            "sandbox-isolate",
+            "sandbox-serve = { path = \"../sandbox-serve\" }\n",
+        );
+        // A top crate may use the core and another top crate.
+        krate(
+            "sandbox-serve",
+            "sandbox-core = { path = \"../sandbox-core\" }\n",
+        );
+        krate(
+            "sandbox-cli",
+            "sandbox-serve = { path = \"../sandbox-serve\" }\n",
+        );
         krate(
             "sandbox-monitor",
             "sandbox-isolate = { path = \"../sandbox-isolate\" }\n",
@@ -145,6 +167,7 @@ mod tests {
             found,
             [
                 "sandbox-compiler -> sandbox-watch",
+                "sandbox-isolate -> sandbox-serve",
                 "sandbox-jail -> sandbox-monitor",
                 "sandbox-monitor -> sandbox-isolate",
                 "sandbox-watch -> sandbox-core"

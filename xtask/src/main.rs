@@ -91,6 +91,7 @@ const CHECKS: &[&str] = &[
     "build-trust",
     "no-loss",
     "restructure",
+    "serve",
 ];
 
 fn checks() -> anyhow::Result<()> {

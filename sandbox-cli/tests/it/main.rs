@@ -1,5 +1,6 @@
 //! End-to-end tests of the `sandbox` binary: the JSON-lines protocol of
-//! `sandbox run`, `sandbox new` and `sandbox demo`, with real builds.
+//! `sandbox run`, `sandbox serve`, `sandbox new` and `sandbox demo`, with
+//! real builds.
 
 mod durability;
 mod handover;
@@ -9,5 +10,6 @@ mod process;
 mod robust;
 mod run;
 mod security;
+mod serve;
 mod trust;
 mod workdir;

@@ -1,0 +1,255 @@
+//! `sandbox serve` as an operator runs it: over HTTP on loopback, killed
+//! with `kill -9` and restarted with every acknowledged call kept, stopped
+//! with SIGTERM (drained, checkpointed, exit 0), refusing a corrupted data
+//! dir and a non-loopback address without a token.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use sandbox_serve::client::Client;
+use serde_json::{json, Value};
+
+use crate::host::{example, sandbox, BUILD};
+
+const TOKEN: &str = "serve-test-token-0123456789";
+
+/// A running `sandbox serve`.
+struct Served {
+    pid: i32,
+    /// Its stderr, line by line.
+    lines: Receiver<String>,
+    exited: Receiver<ExitStatus>,
+    seen: Vec<String>,
+    addr: Option<SocketAddr>,
+}
+
+impl Served {
+    /// Starts `sandbox serve` on a free loopback port with `data` as its
+    /// data dir and `extra` flags.
+    fn start(data: &Path, extra: &[&str]) -> Self {
+        let mut child = sandbox()
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("SANDBOX_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sandbox serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = child.id() as i32;
+        let (done, exited) = mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = done.send(status);
+            }
+        });
+        Self {
+            pid,
+            lines,
+            exited,
+            seen: Vec::new(),
+            addr: None,
+        }
+    }
+
+    /// Waits for a stderr line with `needle`, within `deadline`.
+    fn wait_line(&mut self, needle: &str, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        loop {
+            match self
+                .lines
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?} within {deadline:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits until it listens and has restored its sandboxes; returns a client.
+    fn ready(&mut self) -> Client {
+        let line = self.wait_line("listening on http://", BUILD);
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        self.addr = Some(addr);
+        self.wait_line("sandbox serve: ready", BUILD);
+        Client::new(addr, Some(TOKEN.into()))
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid).expect("a pid");
+        rustix::process::kill_process(pid, signal).expect("signal sandbox serve");
+    }
+
+    /// Waits for the process to exit, within `deadline`.
+    fn exit_status(&self, deadline: Duration) -> ExitStatus {
+        self.exited
+            .recv_timeout(deadline)
+            .unwrap_or_else(|_| panic!("sandbox serve still runs {deadline:?} later"))
+    }
+
+    /// The rest of stderr (after it exited).
+    fn rest(&mut self) -> String {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.exited.try_recv().is_err() {
+            self.signal(rustix::process::Signal::KILL);
+        }
+    }
+}
+
+async fn add(c: &Client, id: &str) -> Value {
+    let a = c
+        .post_json(
+            &format!("/v1/sandboxes/{id}/modules/counter/call"),
+            &json!({"add": 1}),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(a.status, 200, "{id}: {}", a.text());
+    a.json()
+}
+
+async fn create(c: &Client, body: Value) {
+    let a = tokio::time::timeout(BUILD, c.post_json("/v1/sandboxes", &body))
+        .await
+        .expect("created in time")
+        .expect("answered");
+    assert_eq!(a.status, 201, "{body}: {}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_every_acknowledged_call_and_sigterm_drains_and_checkpoints() {
+    let (tmp, src) = example("counter");
+    let data = tmp.path().join("data");
+    let mut s = Served::start(&data, &[]);
+    let c = s.ready();
+    assert_eq!(
+        c.with_token(None)
+            .get("/v1/sandboxes")
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+    // A jailed worker and an in-process sandbox, both saving every call;
+    // one saving only on the (far) interval.
+    create(&c, json!({"id": "p", "source": src, "durability": "call"})).await;
+    create(
+        &c,
+        json!({"id": "t", "source": src, "profile": "trusted", "durability": "call"}),
+    )
+    .await;
+    create(
+        &c,
+        json!({"id": "i", "source": src, "profile": "trusted", "durability": "interval=3600000"}),
+    )
+    .await;
+    let info = c.get("/v1/sandboxes/p").await.unwrap().json();
+    assert_eq!(info["isolation"], "process", "{info}");
+    for _ in 0..5 {
+        add(&c, "p").await;
+        add(&c, "t").await;
+    }
+    s.signal(rustix::process::Signal::KILL);
+    s.exit_status(Duration::from_secs(30));
+
+    let mut s = Served::start(&data, &[]);
+    let c = s.ready();
+    let ready = c.get("/readyz").await.unwrap().json();
+    assert_eq!(ready["restored"], json!(["i", "p", "t"]), "{ready}");
+    assert_eq!(
+        add(&c, "p").await["value"],
+        6,
+        "no acknowledged call lost (process)"
+    );
+    assert_eq!(
+        add(&c, "t").await["value"],
+        6,
+        "no acknowledged call lost (in-process)"
+    );
+    let i = add(&c, "i").await["value"].as_i64().unwrap();
+    add(&c, "i").await;
+
+    // SIGTERM: drained, checkpointed (even `i`, saved on no interval), exit 0.
+    s.signal(rustix::process::Signal::TERM);
+    let status = s.exit_status(Duration::from_secs(60));
+    assert!(status.success(), "exit {status:?}; stderr:\n{}", s.rest());
+    let mut s = Served::start(&data, &[]);
+    let c = s.ready();
+    assert_eq!(
+        add(&c, "i").await["value"],
+        i + 2,
+        "the shutdown checkpoint kept `i`"
+    );
+    assert_eq!(add(&c, "p").await["value"], 7);
+}
+
+#[test]
+fn a_corrupted_data_dir_is_reported_and_left_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("serve.redb");
+    let junk = b"definitely not a redb file\n".repeat(1000);
+    std::fs::write(&file, &junk).unwrap();
+    let mut s = Served::start(tmp.path(), &[]);
+    let status = s.exit_status(Duration::from_secs(60));
+    assert!(!status.success(), "started on a corrupted store");
+    let stderr = s.rest();
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert_eq!(std::fs::read(&file).unwrap(), junk, "the store was written");
+}
+
+#[test]
+fn without_a_token_only_loopback_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = sandbox()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(tmp.path())
+        .env_remove("SANDBOX_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sandbox serve");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("without a token"), "{stderr}");
+}
