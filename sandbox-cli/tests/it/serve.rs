@@ -23,6 +23,7 @@ struct Served {
     /// Its stderr, line by line.
     lines: Receiver<String>,
     exited: Receiver<ExitStatus>,
+    status: Option<ExitStatus>,
     seen: Vec<String>,
     addr: Option<SocketAddr>,
 }
@@ -63,6 +64,7 @@ impl Served {
             pid,
             lines,
             exited,
+            status: None,
             seen: Vec::new(),
             addr: None,
         }
@@ -110,11 +112,25 @@ impl Served {
         rustix::process::kill_process(pid, signal).expect("signal sandbox serve");
     }
 
+    /// Whether it has exited (its status is then `exit_status`'s).
+    fn has_exited(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.exited.try_recv().ok();
+        }
+        self.status.is_some()
+    }
+
     /// Waits for the process to exit, within `deadline`.
-    fn exit_status(&self, deadline: Duration) -> ExitStatus {
-        self.exited
+    fn exit_status(&mut self, deadline: Duration) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let status = self
+            .exited
             .recv_timeout(deadline)
-            .unwrap_or_else(|_| panic!("sandbox serve still runs {deadline:?} later"))
+            .unwrap_or_else(|_| panic!("sandbox serve still runs {deadline:?} later"));
+        self.status = Some(status);
+        status
     }
 
     /// The rest of stderr (after it exited).
@@ -128,8 +144,10 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        if self.exited.try_recv().is_err() {
-            self.signal(rustix::process::Signal::KILL);
+        if !self.has_exited() {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
     }
 }
