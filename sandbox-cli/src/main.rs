@@ -9,12 +9,15 @@
 //! - `sandbox audit verify FILE` checks an audit log's hash chain.
 //! - `sandbox serve` runs the HTTP service (`sandbox-serve`), keeping
 //!   sandboxes and their state in a data dir across restarts.
+//! - `sandbox ls | create | call | reload | versions | rollback | restart |
+//!   rm | events` are a client of a running `sandbox serve` (`client.rs`).
 
 // A command's output is its job; libraries never print (workspace lint).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod audit;
 mod check;
+mod client;
 mod demo;
 mod protocol;
 mod run;
@@ -55,6 +58,9 @@ enum Command {
     /// Serve sandboxes over HTTP/JSON, keeping them and their state in a
     /// data dir across restarts (see the README's `sandbox serve` section).
     Serve(serve::ServeArgs),
+    /// `ls`, `create`, `call`, `reload`, `versions`, `rollback`, `restart`, `rm`, `events`: a client of `sandbox serve`.
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Options of `sandbox run`.
@@ -185,6 +191,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check::check(args),
             Command::Audit(args) => audit::audit(args),
             Command::Serve(args) => serve::serve(args).await,
+            Command::Client(command) => client::run(command),
         }
     });
     match result {

@@ -2,6 +2,7 @@
 //! `sandbox run`, `sandbox serve`, `sandbox new` and `sandbox demo`, with
 //! real builds.
 
+mod client;
 mod durability;
 mod handover;
 mod host;
