@@ -239,6 +239,56 @@ async fn kill_9_keeps_every_acknowledged_call_and_sigterm_drains_and_checkpoints
     assert_eq!(add(&c, "p").await["value"], 7);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_concurrent_calls_loses_no_acknowledged_call() {
+    let (tmp, src) = example("counter");
+    let data = tmp.path().join("data");
+    // A rate limit above the 300 calls, so all of them run.
+    let mut s = Served::start(&data, &["--rate-limit", "1000"]);
+    let c = s.ready();
+    create(&c, json!({"id": "p", "source": src, "durability": "call"})).await;
+    // 300 calls at once; killed once 30 are answered.
+    let (answered_tx, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let (c, answered_tx) = (c.clone(), answered_tx.clone());
+        calls.spawn(async move {
+            let path = "/v1/sandboxes/p/modules/counter/call";
+            if let Ok(a) = c.post_json(path, &json!({"add": 1})).await {
+                if a.status == 200 {
+                    let _ = answered_tx.send(());
+                }
+            }
+        });
+    }
+    drop(answered_tx);
+    for _ in 0..30 {
+        tokio::time::timeout(BUILD, answered.recv())
+            .await
+            .expect("30 calls answered in time")
+            .expect("30 calls answered");
+    }
+    s.signal(rustix::process::Signal::KILL);
+    s.exit_status(Duration::from_secs(30));
+    while calls.join_next().await.is_some() {}
+    let mut acknowledged = 30;
+    while answered.try_recv().is_ok() {
+        acknowledged += 1;
+    }
+
+    let mut s = Served::start(&data, &[]);
+    let c = s.ready();
+    let a = c
+        .post_json("/v1/sandboxes/p/modules/counter/call", &json!({"add": 0}))
+        .await
+        .unwrap();
+    let value = a.json()["value"].as_i64().expect("a value");
+    assert!(
+        value >= acknowledged && value <= 300,
+        "{acknowledged} calls were acknowledged before kill -9, the state after it has {value}"
+    );
+}
+
 #[test]
 fn a_corrupted_data_dir_is_reported_and_left_untouched() {
     let tmp = tempfile::tempdir().unwrap();

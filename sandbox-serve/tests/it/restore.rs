@@ -98,3 +98,31 @@ async fn no_token_is_refused_off_loopback() {
         .expect_err("refused");
     assert!(e.to_string().contains("SANDBOX_TOKEN"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_that_lost_entries_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = example("counter", tmp.path());
+    let data = tmp.path().join("data");
+    let r = start(config(&data, tmp.path())).await;
+    let a = tokio::time::timeout(
+        BUILD,
+        r.client.post_json("/v1/sandboxes", &trusted("a", &src)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(a.status, 201, "{}", a.text());
+    r.service.shutdown().await;
+    // Cut the log to its first line: the head the store recorded is gone.
+    let log = data.join("audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().count() > 1, "{text}");
+    let first = format!("{}\n", text.lines().next().unwrap());
+    std::fs::write(&log, first).unwrap();
+    let e = sandbox_serve::Service::start(config(&data, tmp.path()))
+        .await
+        .expect_err("a truncated audit log is refused");
+    assert!(e.to_string().contains("truncated or replaced"), "{e}");
+    assert!(e.to_string().contains(&log.display().to_string()), "{e}");
+}
