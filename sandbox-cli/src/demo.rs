@@ -41,7 +41,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     let info = manager
         .create("demo", SandboxSpec::trusted(&source))
-        .await?;
+        .await?
+        .info()?;
     for m in &info.modules {
         println!(
             "   module `{}` v{} (crate {}, state schema {}) ready in {:.2?}",

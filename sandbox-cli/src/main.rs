@@ -123,10 +123,11 @@ impl RunArgs {
     /// declared trusted runs in-process, anything else in a jailed worker.
     fn isolation(&self) -> IsolationKind {
         self.isolation
+            .clone()
             .unwrap_or(if self.profile == Profile::Trusted {
-                IsolationKind::InProcess
+                IsolationKind::IN_PROCESS
             } else {
-                IsolationKind::Process
+                IsolationKind::PROCESS
             })
     }
 }

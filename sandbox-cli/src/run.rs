@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sandbox_core::isolate::{IsolationKind, Process, WorkerCommand};
+use sandbox_core::isolate::{Process, WorkerCommand};
 use sandbox_core::{Config, EventKind, EventStream, Manager, SandboxId, SandboxSpec};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -121,7 +121,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             tx,
             crashes,
             ready,
-            process: args.isolation() == IsolationKind::Process,
+            process: !args.isolation().shares_host(),
             running: Arc::new(Semaphore::new(MAX_RUNNING)),
         },
         ready_tx,

@@ -74,7 +74,11 @@ impl ResultCache {
     /// The cached answer for `key`, counted as a hit or a miss.
     pub(crate) fn get(&self, key: &Key) -> Option<Vec<u8>> {
         let found = self.lookup(key);
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }

@@ -83,6 +83,16 @@ pub struct Config {
     /// Default: `user:<name>` from `$USER` (or `$LOGNAME`), else
     /// `uid:<uid>`.
     pub audit_actor: String,
+    /// The worker program of the default process backend, used when no
+    /// process isolator is registered with
+    /// [`ManagerBuilder::isolator`](crate::ManagerBuilder::isolator).
+    /// Default: `None`, found by
+    /// [`WorkerCommand::find_default`](sandbox_isolate::WorkerCommand::find_default)
+    /// (`$SANDBOX_WORKER`, beside the executable, `PATH`). A manager without a
+    /// worker still runs trusted in-process sandboxes; creating a process
+    /// sandbox then fails with [`Error::NoIsolator`](crate::Error::NoIsolator)
+    /// saying where it looked.
+    pub worker: Option<PathBuf>,
     /// Where every checkpoint of module state is kept durably, so a host
     /// that is killed can create its sandboxes again from their last
     /// checkpoint ([`SandboxSpec::restore_from`](crate::SandboxSpec::restore_from)).
@@ -123,6 +133,7 @@ impl Default for Config {
             audit_log: None,
             audit_actor: default_audit_actor(),
             recycle_after_swaps: 50,
+            worker: None,
             checkpoint_store: None,
         }
     }

@@ -134,18 +134,24 @@ pub enum Error {
     /// artifact changed after it was built.
     #[error(transparent)]
     Untrusted(sandbox_compiler::Error),
-    /// In-process isolation was asked for source that is not declared
-    /// trusted: in-process code runs with the host's rights, unjailed.
-    #[error("in-process isolation runs the module in the host process, so it needs source you trust, and the profile is `{profile}`; either declare the source trusted (profile `trusted`, `--profile trusted`) or run it in a jailed worker (isolation `process`, `--isolation process`)")]
+    /// Source that is not declared trusted was sent to a backend that does
+    /// not confine it (in-process code runs with the host's rights, unjailed;
+    /// see [`Isolator::confines_untrusted`](sandbox_isolate::Isolator::confines_untrusted)).
+    #[error("`{kind}` isolation does not jail the module (in-process runs it in the host process), so it needs source you trust, and the profile is `{profile}`; either declare the source trusted (profile `trusted`, `--profile trusted`) or run it in a jailed worker (isolation `process`, `--isolation process`)")]
     UntrustedInProcess {
         /// The profile that was asked for.
         profile: sandbox_security::Profile,
+        /// The backend that was asked for.
+        kind: sandbox_isolate::IsolationKind,
     },
     /// The manager has no backend for the isolation a sandbox asks for.
-    #[error("this manager has no `{kind}` isolation backend; add one with `ManagerBuilder::isolator` (process isolation needs a worker program, e.g. `sandbox_isolate::Process` started through the `sandbox` binary), or for source you trust use `SandboxSpec::trusted`")]
+    #[error("this manager cannot run `{kind}` isolation: {reason}")]
     NoIsolator {
         /// The isolation asked for.
         kind: sandbox_isolate::IsolationKind,
+        /// Why, and what to do: the default worker was not found (where it
+        /// was looked for), or the kinds the manager does have.
+        reason: String,
     },
     /// A swap or rollback would hand live state to a version with a lower
     /// schema, which cannot know it, and no host migration is registered.

@@ -42,6 +42,7 @@ mod error;
 mod event;
 mod handle;
 mod manager;
+mod plan;
 mod store;
 mod supervise;
 mod swap;

@@ -48,8 +48,10 @@ pub struct Manager {
 pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) compiler: Arc<dyn Compiler>,
-    pub(crate) in_process: Arc<dyn Isolator>,
-    pub(crate) process: Option<Arc<dyn Isolator>>,
+    /// The backends, by the kind they serve.
+    pub(crate) isolators: BTreeMap<IsolationKind, Arc<dyn Isolator>>,
+    /// Built-in backends that could not be set up, and why.
+    pub(crate) unavailable: BTreeMap<IsolationKind, String>,
     pub(crate) policy: Arc<dyn Policy>,
     pub(crate) events: Events,
     pub(crate) registry: RwLock<Registry>,
@@ -83,8 +85,7 @@ impl Drop for Inner {
 pub struct ManagerBuilder {
     config: Config,
     compiler: Option<Arc<dyn Compiler>>,
-    in_process: Option<Arc<dyn Isolator>>,
-    process: Option<Arc<dyn Isolator>>,
+    isolators: BTreeMap<IsolationKind, Arc<dyn Isolator>>,
     policy: Option<Arc<dyn Policy>>,
     watcher: Option<Arc<dyn Watcher>>,
     monitor: Option<Arc<dyn sandbox_monitor::Monitor>>,
@@ -109,13 +110,13 @@ impl ManagerBuilder {
         self
     }
 
-    /// Uses `isolator` for sandboxes of its kind.
+    /// Registers `isolator` for sandboxes of its [`kind`](Isolator::kind),
+    /// replacing the backend registered for that kind before (the built-in
+    /// in-process backend, or the default worker). A new backend is an
+    /// [`Isolator`] with a kind of its own plus this one call.
     pub fn isolator(mut self, isolator: impl Isolator + 'static) -> Self {
         let isolator: Arc<dyn Isolator> = Arc::new(isolator);
-        match isolator.kind() {
-            IsolationKind::InProcess => self.in_process = Some(isolator),
-            IsolationKind::Process => self.process = Some(isolator),
-        }
+        self.isolators.insert(isolator.kind(), isolator);
         self
     }
 
@@ -140,16 +141,15 @@ impl ManagerBuilder {
                 Arc::new(builder.build().map_err(Error::Compile)?)
             }
         };
+        let (isolators, unavailable) = with_defaults(self.isolators, &config);
         let results = ResultCache::new(config.result_cache_capacity, config.result_cache_ttl);
         let work_dir = crate::workdir::claim(&config.work_dir);
         Ok(Manager {
             inner: Arc::new(Inner {
                 events: Events::from_config(&config)?,
                 compiler,
-                in_process: self
-                    .in_process
-                    .unwrap_or_else(|| Arc::new(sandbox_isolate::InProcess::new())),
-                process: self.process,
+                isolators,
+                unavailable,
                 policy: self
                     .policy
                     .unwrap_or_else(|| Arc::new(sandbox_security::SourcePolicy::new())),
@@ -167,6 +167,47 @@ impl ManagerBuilder {
     }
 }
 
+/// `registered` plus the built-in backends for the kinds nobody registered:
+/// in-process, and process with the default worker
+/// ([`Config::worker`], else [`WorkerCommand::find_default`](sandbox_isolate::WorkerCommand::find_default)).
+/// A built-in that cannot be set up is reported by kind, for the error a
+/// sandbox asking for it gets.
+fn with_defaults(
+    mut registered: BTreeMap<IsolationKind, Arc<dyn Isolator>>,
+    config: &Config,
+) -> (
+    BTreeMap<IsolationKind, Arc<dyn Isolator>>,
+    BTreeMap<IsolationKind, String>,
+) {
+    let mut unavailable = BTreeMap::new();
+    registered
+        .entry(IsolationKind::IN_PROCESS)
+        .or_insert_with(|| Arc::new(sandbox_isolate::InProcess::new()));
+    if let std::collections::btree_map::Entry::Vacant(slot) =
+        registered.entry(IsolationKind::PROCESS)
+    {
+        let worker = match &config.worker {
+            Some(program) if program.is_file() => {
+                Ok(sandbox_isolate::WorkerCommand::new(program))
+            }
+            Some(program) => Err(format!(
+                "the worker program {} (`Config::worker`) does not exist; point it at the `sandbox-worker` program",
+                program.display()
+            )),
+            None => sandbox_isolate::WorkerCommand::find_default(),
+        };
+        match worker {
+            Ok(worker) => {
+                slot.insert(Arc::new(sandbox_isolate::Process::new(worker)));
+            }
+            Err(reason) => {
+                unavailable.insert(IsolationKind::PROCESS, reason);
+            }
+        }
+    }
+    (registered, unavailable)
+}
+
 /// One module's records.
 #[derive(Debug)]
 pub(crate) struct ModuleRecord {
@@ -181,6 +222,30 @@ pub(crate) struct ModuleRecord {
 }
 
 impl ModuleRecord {
+    /// The records of a module built from library target `artifact`, with
+    /// no version yet; `retention` versions are kept for rollback.
+    pub(crate) fn new(module: &str, artifact: String, retention: usize) -> Result<Self> {
+        Ok(Self {
+            history: VersionHistory::new(module, retention).map_err(Error::Version)?,
+            metas: HashMap::new(),
+            artifact,
+            paths: HashMap::new(),
+        })
+    }
+
+    /// Records the loaded version `p` (its history entry, metadata and
+    /// file) under the number it was loaded as; does not make it current.
+    pub(crate) fn record(&mut self, p: Pending, now: SystemTime) {
+        let recorded = self.history.record(new_version(&p), now);
+        debug_assert_eq!(
+            recorded.record().number,
+            p.number,
+            "loaded under the number the history assigns"
+        );
+        self.metas.insert(p.number, p.meta);
+        self.paths.insert(p.number, p.artifact.path);
+    }
+
     pub(crate) fn current(&self) -> u32 {
         self.history.current().map(|r| r.number).unwrap_or(0)
     }
@@ -214,6 +279,29 @@ pub(crate) struct State {
     pub(crate) swaps: u32,
     /// When the recent crash restarts happened.
     pub(crate) recent_crashes: Vec<Instant>,
+}
+
+impl State {
+    /// A starting sandbox's state: its modules and their graph, nothing
+    /// registered, saved or counted yet.
+    pub(crate) fn new(
+        modules: BTreeMap<String, ModuleRecord>,
+        graph: DependencyGraph,
+        now: SystemTime,
+    ) -> Self {
+        Self {
+            status: Status::Starting,
+            updated_at: now,
+            restart_count: 0,
+            modules,
+            graph,
+            migrations: HashMap::new(),
+            health_checks: HashMap::new(),
+            saved: BTreeMap::new(),
+            swaps: 0,
+            recent_crashes: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for State {
@@ -288,7 +376,6 @@ pub(crate) struct Pending {
     pub(crate) number: u32,
     pub(crate) meta: ModuleMeta,
     pub(crate) artifact: sandbox_compiler::Artifact,
-    pub(crate) new_module: bool,
 }
 
 impl Manager {
@@ -303,8 +390,7 @@ impl Manager {
         ManagerBuilder {
             config,
             compiler: None,
-            in_process: None,
-            process: None,
+            isolators: BTreeMap::new(),
             policy: None,
             watcher: None,
             monitor: None,
@@ -425,21 +511,43 @@ impl Manager {
         Ok(())
     }
 
-    pub(crate) fn isolator(&self, kind: IsolationKind) -> Result<Arc<dyn Isolator>> {
-        match kind {
-            IsolationKind::InProcess => Ok(Arc::clone(&self.inner.in_process)),
-            IsolationKind::Process => self.inner.process.clone().ok_or(Error::NoIsolator { kind }),
-        }
+    pub(crate) fn isolator(&self, kind: &IsolationKind) -> Result<Arc<dyn Isolator>> {
+        let isolators = &self.inner.isolators;
+        isolators.get(kind).cloned().ok_or_else(|| {
+            let reason = self.inner.unavailable.get(kind).cloned().unwrap_or_else(|| {
+                let have: Vec<&str> = isolators.keys().map(IsolationKind::as_str).collect();
+                format!(
+                    "no backend of that kind is registered (this manager has: {}); register one with `ManagerBuilder::isolator`, or pick one of those",
+                    have.join(", ")
+                )
+            });
+            Error::NoIsolator {
+                kind: kind.clone(),
+                reason,
+            }
+        })
+    }
+
+    /// The isolation kinds this manager can run sandboxes in.
+    pub fn isolation_kinds(&self) -> impl Iterator<Item = &IsolationKind> {
+        self.inner.isolators.keys()
     }
 
     /// Creates sandbox `id` from `spec`: checks the source against the
     /// security profile, builds it, loads every module as version 1 and
-    /// starts them in dependency order. On any failure nothing is left
-    /// behind: no registry entry, no runtime, no scratch folder.
-    pub async fn create(&self, id: impl IntoSandboxId, spec: SandboxSpec) -> Result<SandboxInfo> {
+    /// starts them in dependency order, and returns a handle to it. On any
+    /// failure nothing is left behind: no registry entry, no runtime, no
+    /// scratch folder.
+    pub async fn create(
+        &self,
+        id: impl IntoSandboxId,
+        spec: SandboxSpec,
+    ) -> Result<crate::SandboxHandle> {
         let id = id.into_sandbox_id()?;
         let this = self.clone();
-        detached(async move { this.create_detached(id, spec).await }).await
+        let handle = crate::SandboxHandle::new(self.clone(), id.clone());
+        detached(async move { this.create_detached(id, spec).await }).await?;
+        Ok(handle)
     }
 
     async fn create_detached(&self, id: SandboxId, spec: SandboxSpec) -> Result<SandboxInfo> {
@@ -490,11 +598,11 @@ impl Manager {
         mut spec: SandboxSpec,
         generation: u64,
     ) -> Result<Arc<Sandbox>> {
-        if spec.isolation == IsolationKind::InProcess
-            && spec.profile != sandbox_security::Profile::Trusted
-        {
+        let isolator = self.isolator(&spec.isolation)?;
+        if !isolator.confines_untrusted() && spec.profile != sandbox_security::Profile::Trusted {
             return Err(Error::UntrustedInProcess {
                 profile: spec.profile,
+                kind: spec.isolation,
             });
         }
         if !spec.source.exists() {
@@ -514,7 +622,6 @@ impl Manager {
             },
         );
         let deferred = self.check_policy(&spec)?;
-        let isolator = self.isolator(spec.isolation)?;
         events.emit(
             id,
             EventKind::Status {
@@ -560,7 +667,6 @@ impl Manager {
                 number: 1,
                 meta,
                 artifact,
-                new_module: true,
             });
         }
         let graph = DependencyGraph::from_modules(
@@ -589,28 +695,19 @@ impl Manager {
         let rt = Arc::clone(&runtime);
         let outcomes = blocking(move || rt.swap(&steps)).await??;
 
+        let now = SystemTime::now();
         let mut modules = BTreeMap::new();
         for p in pending {
-            let mut history = VersionHistory::new(p.module.clone(), self.inner.config.history)
-                .map_err(Error::Version)?;
-            let recorded = history.record(new_version(&p), SystemTime::now());
-            let number = recorded.record().number;
-            history.set_current(number).map_err(Error::Version)?;
-            let mut metas = HashMap::new();
-            metas.insert(number, p.meta);
-            let mut paths = HashMap::new();
-            paths.insert(number, p.artifact.path);
-            modules.insert(
-                p.module,
-                ModuleRecord {
-                    history,
-                    metas,
-                    artifact: p.artifact.name,
-                    paths,
-                },
-            );
+            let mut record = ModuleRecord::new(
+                &p.module,
+                p.artifact.name.clone(),
+                self.inner.config.history,
+            )?;
+            let (module, number) = (p.module.clone(), p.number);
+            record.record(p, now);
+            record.history.set_current(number).map_err(Error::Version)?;
+            modules.insert(module, record);
         }
-        let now = SystemTime::now();
         let sb = Arc::new(Sandbox {
             id: id.clone(),
             spec,
@@ -618,18 +715,7 @@ impl Manager {
             created_at: now,
             runtime: RwLock::new(runtime),
             epoch: std::sync::atomic::AtomicU64::new(0),
-            state: Mutex::new(State {
-                status: Status::Starting,
-                updated_at: now,
-                restart_count: 0,
-                modules,
-                graph,
-                migrations: HashMap::new(),
-                health_checks: HashMap::new(),
-                saved: BTreeMap::new(),
-                swaps: 0,
-                recent_crashes: Vec::new(),
-            }),
+            state: Mutex::new(State::new(modules, graph, now)),
             ops: tokio::sync::Mutex::new(()),
             supervision: Default::default(),
         });
@@ -744,7 +830,7 @@ impl Manager {
             id: sb.id.clone(),
             status: state.status,
             source: sb.spec.source.clone(),
-            isolation: sb.spec.isolation,
+            isolation: sb.spec.isolation.clone(),
             pid: runtime.pid,
             jail: runtime.jail,
             profile: sb.spec.profile,

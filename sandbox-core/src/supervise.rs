@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use sandbox_isolate::jail::Layers;
 use sandbox_isolate::spawn::ChildLimits;
-use sandbox_isolate::{Crash, IsolationKind, LaunchSpec, Runtime, SavedState, SwapStep};
+use sandbox_isolate::{Crash, LaunchSpec, Runtime, SavedState, SwapStep};
 
 use crate::event::EventKind;
 use crate::manager::{blocking, Sandbox};
@@ -103,7 +103,7 @@ impl Manager {
         } else {
             Layers::UNTRUSTED
         });
-        if spec.isolation == IsolationKind::Process {
+        if !spec.isolation.shares_host() {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 let weak = Arc::downgrade(&self.inner);
                 let id = id.clone();
@@ -125,9 +125,10 @@ impl Manager {
     pub(crate) fn track_usage(&self, sb: &Sandbox) {
         let monitor = &self.inner.monitor;
         let _ = monitor.unregister(sb.id.as_str());
-        let limits = match sb.spec.isolation {
-            IsolationKind::Process => sb.spec.limits.clone(),
-            IsolationKind::InProcess => sandbox_monitor::ResourceLimits::unlimited(),
+        let limits = if sb.spec.isolation.shares_host() {
+            sandbox_monitor::ResourceLimits::unlimited()
+        } else {
+            sb.spec.limits.clone()
         };
         if let Err(e) = monitor.register(sb.id.as_str(), sb.runtime().info().pid, limits) {
             tracing::debug!(sandbox = %sb.id, error = %e, "usage is not tracked");
@@ -250,7 +251,7 @@ impl Manager {
         if !self.checkpointed(sb) {
             return;
         }
-        if sb.spec.isolation != IsolationKind::Process {
+        if sb.spec.isolation.shares_host() {
             // No worker to recycle: only the durable checkpoint.
             self.checkpoint(sb).await;
             return;
@@ -272,7 +273,7 @@ impl Manager {
     /// restarted worker starts from); in-process only when a
     /// [`CheckpointStore`](crate::CheckpointStore) keeps the checkpoints.
     pub(crate) fn checkpointed(&self, sb: &Sandbox) -> bool {
-        sb.spec.isolation == IsolationKind::Process || self.inner.config.checkpoint_store.is_some()
+        !sb.spec.isolation.shares_host() || self.inner.config.checkpoint_store.is_some()
     }
 
     /// Takes a checkpoint of sandbox `id` now — after any operation in
@@ -402,7 +403,7 @@ impl Manager {
         }
         // In-process (checkpointed for a store): the host's usage is not
         // the sandbox's, and there is no worker to recycle.
-        let worker = sb.spec.isolation == IsolationKind::Process;
+        let worker = !sb.spec.isolation.shares_host();
         let interval = self.inner.config.checkpoint_interval;
         let (save, every) = match sb.spec.durability {
             Durability::ConfigInterval => (true, interval),
@@ -486,7 +487,7 @@ impl Manager {
         // in: until then a crash of the old one is still acted on.
         let epoch = sb.epoch.load(Ordering::SeqCst) + 1;
         let launch = self.launch_spec(&sb.id, &sb.spec, sb.generation, epoch);
-        let isolator = self.isolator(sb.spec.isolation)?;
+        let isolator = self.isolator(&sb.spec.isolation)?;
         let (loads, steps) = {
             let state = sb.state.lock();
             let mut loads = Vec::new();
@@ -641,7 +642,7 @@ mod tests {
         let id = SandboxId::new("spec").unwrap();
         let launch = |profile: Profile| {
             let spec = SandboxSpec::new(dir.path())
-                .isolation(IsolationKind::Process)
+                .isolation(IsolationKind::PROCESS)
                 .profile(profile);
             manager.launch_spec(&id, &spec, 1, 1)
         };

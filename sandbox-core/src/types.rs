@@ -163,7 +163,7 @@ impl SandboxSpec {
     pub fn new(source: impl Into<PathBuf>) -> Self {
         Self {
             source: source.into(),
-            isolation: IsolationKind::Process,
+            isolation: IsolationKind::PROCESS,
             profile: Profile::default(),
             limits: ResourceLimits::default(),
             durability: Durability::default(),
@@ -177,7 +177,7 @@ impl SandboxSpec {
     /// here, never inferred.
     pub fn trusted(source: impl Into<PathBuf>) -> Self {
         Self {
-            isolation: IsolationKind::InProcess,
+            isolation: IsolationKind::IN_PROCESS,
             profile: Profile::Trusted,
             ..Self::new(source)
         }

@@ -27,7 +27,7 @@ use crate::runtime::{
 ///
 /// A call costs a function-pointer call plus a mutex; a panic in a plugin
 /// becomes an error; an abort or a segfault takes the host down, and limits
-/// are measured, not enforced. Use [`IsolationKind::Process`] for code you do
+/// are measured, not enforced. Use [`IsolationKind::PROCESS`] for code you do
 /// not trust.
 #[derive(Debug, Default, Clone)]
 pub struct InProcess {
@@ -43,7 +43,7 @@ impl InProcess {
 
 impl Isolator for InProcess {
     fn kind(&self) -> IsolationKind {
-        IsolationKind::InProcess
+        IsolationKind::IN_PROCESS
     }
 
     fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {
@@ -854,7 +854,7 @@ impl Runtime for InProcessRuntime {
             .map(|(name, slot)| (name.clone(), slot.version.load(Ordering::Acquire)))
             .collect();
         RuntimeInfo {
-            isolation: IsolationKind::InProcess,
+            isolation: IsolationKind::IN_PROCESS,
             pid: std::process::id(),
             modules,
             loaded_versions: self.inner.libraries.lock().len(),

@@ -42,10 +42,10 @@ pub mod worker;
 pub use error::{Error, ErrorKind, Result, SwapStage};
 pub use inprocess::InProcess;
 pub use process::{Process, WorkerCommand, DEFAULT_OUTPUT_LIMIT};
-/// The limits a sandbox can hit (re-exported from `sandbox-monitor`).
-pub use sandbox_monitor::Limit;
 pub use runtime::{
     Crash, CrashHandler, IsolationKind, Isolator, LaunchSpec, Migration, ModuleMeta,
     PluginErrorKind, Runtime, RuntimeInfo, SavedState, SwapOutcome, SwapStep,
     DEFAULT_LIFECYCLE_TIMEOUT,
 };
+/// The limits a sandbox can hit (re-exported from `sandbox-monitor`).
+pub use sandbox_monitor::Limit;

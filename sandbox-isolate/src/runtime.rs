@@ -1,5 +1,6 @@
 //! The `Isolator` and `Runtime` traits and the types they speak.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,23 +10,74 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Limit, Result};
 
-/// Where a sandbox's modules run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum IsolationKind {
+/// Where a sandbox's modules run: the name an [`Isolator`] registers under.
+///
+/// The kind is open: the two built-in backends are
+/// [`IN_PROCESS`](Self::IN_PROCESS) and [`PROCESS`](Self::PROCESS), and a new
+/// backend (Wasm, a remote host) is an `Isolator` whose `kind` returns its own
+/// name, registered with the manager; nothing else changes. A name is 1–32
+/// lowercase ASCII letters, digits and `-`.
+///
+/// ```
+/// use sandbox_isolate::IsolationKind;
+///
+/// assert_eq!("process".parse(), Ok(IsolationKind::PROCESS));
+/// assert_eq!("inprocess".parse(), Ok(IsolationKind::IN_PROCESS));
+/// let wasm = IsolationKind::new("wasm").unwrap();
+/// assert_eq!(wasm.to_string(), "wasm");
+/// assert!(IsolationKind::new("Not A Kind").is_err());
+/// assert_eq!(serde_json::to_string(&IsolationKind::IN_PROCESS).unwrap(), r#""in-process""#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IsolationKind(Cow<'static, str>);
+
+impl IsolationKind {
     /// In the host process: fastest, only for trusted code.
-    InProcess,
+    pub const IN_PROCESS: Self = Self(Cow::Borrowed("in-process"));
     /// In a jailed worker process: for code you do not trust (the default).
-    #[default]
-    Process,
+    pub const PROCESS: Self = Self(Cow::Borrowed("process"));
+
+    /// A kind named `name`; `Err` says what is wrong with the name.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> std::result::Result<Self, String> {
+        let name = name.into();
+        let valid = (1..=32).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(format!(
+                "`{name}` is not an isolation kind: use 1 to 32 lowercase letters, digits and `-` (built in: `in-process`, `process`)"
+            ));
+        }
+        Ok(match name.as_ref() {
+            "in-process" | "inprocess" => Self::IN_PROCESS,
+            _ => Self(name),
+        })
+    }
+
+    /// The kind's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The modules share the host's address space (the in-process backend):
+    /// no crash of theirs can be survived and no limit is enforced, so the
+    /// manager neither supervises nor checkpoints such sandboxes.
+    pub fn shares_host(&self) -> bool {
+        *self == Self::IN_PROCESS
+    }
+}
+
+impl Default for IsolationKind {
+    fn default() -> Self {
+        Self::PROCESS
+    }
 }
 
 impl fmt::Display for IsolationKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::InProcess => "in-process",
-            Self::Process => "process",
-        })
+        f.write_str(&self.0)
     }
 }
 
@@ -33,13 +85,21 @@ impl std::str::FromStr for IsolationKind {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "in-process" | "inprocess" => Ok(Self::InProcess),
-            "process" => Ok(Self::Process),
-            other => Err(format!(
-                "unknown isolation `{other}`; use `in-process` or `process`"
-            )),
-        }
+        Self::new(s.to_owned())
+    }
+}
+
+impl TryFrom<String> for IsolationKind {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+
+impl From<IsolationKind> for String {
+    fn from(kind: IsolationKind) -> Self {
+        kind.0.into_owned()
     }
 }
 
@@ -374,6 +434,14 @@ pub trait Isolator: Send + Sync + fmt::Debug {
 
     /// Launches an empty runtime for one sandbox.
     fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>>;
+
+    /// Whether this backend confines code its host does not trust (a jail
+    /// the kernel enforces). The manager runs sources of any profile but
+    /// `trusted` only on a backend that says `true`; the default is `false`,
+    /// so a new backend must opt in deliberately.
+    fn confines_untrusted(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Isolator + ?Sized> Isolator for Box<T> {
@@ -384,6 +452,10 @@ impl<T: Isolator + ?Sized> Isolator for Box<T> {
     fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {
         (**self).launch(spec)
     }
+
+    fn confines_untrusted(&self) -> bool {
+        (**self).confines_untrusted()
+    }
 }
 
 impl<T: Isolator + ?Sized> Isolator for Arc<T> {
@@ -393,6 +465,10 @@ impl<T: Isolator + ?Sized> Isolator for Arc<T> {
 
     fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {
         (**self).launch(spec)
+    }
+
+    fn confines_untrusted(&self) -> bool {
+        (**self).confines_untrusted()
     }
 }
 

@@ -256,7 +256,10 @@ async fn process_isolation_without_a_worker_is_a_typed_error() {
     assert_eq!(err.kind(), "bad_request");
     let message = err.to_string();
     assert!(message.contains("`process`"), "{message}");
-    assert!(message.contains(&missing.display().to_string()), "{message}");
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
     assert!(m.list().is_empty());
     // The in-process backend is still there for trusted source.
     m.create("t", SandboxSpec::trusted(&src)).await.unwrap();
@@ -275,6 +278,9 @@ async fn an_unregistered_isolation_kind_names_the_kinds_there_are() {
         .unwrap_err();
     assert!(matches!(err, Error::NoIsolator { .. }), "{err}");
     let message = err.to_string();
-    assert!(message.contains("`wasm`") && message.contains("in-process"), "{message}");
+    assert!(
+        message.contains("`wasm`") && message.contains("in-process"),
+        "{message}"
+    );
     assert!(m.list().is_empty());
 }

@@ -12,6 +12,7 @@ mod calls;
 mod checkpoint_store;
 mod deadlines;
 mod hotswap;
+mod isolators;
 mod lifecycle;
 mod messages;
 mod schemas;

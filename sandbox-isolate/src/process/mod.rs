@@ -16,7 +16,7 @@ pub(crate) mod wire;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -58,6 +58,46 @@ impl WorkerCommand {
             program: program.into(),
             args: Vec::new(),
         }
+    }
+
+    /// The default worker: the `sandbox-worker` program (built from this
+    /// crate), looked for, in order, at `$SANDBOX_WORKER`, beside the
+    /// current executable, one folder up from it (where cargo puts binaries
+    /// when the executable is a test in `target/<profile>/deps`), and on
+    /// `PATH`. `Err` says where it looked and how to install it.
+    pub fn find_default() -> std::result::Result<Self, String> {
+        const NAME: &str = "sandbox-worker";
+        if let Some(path) = std::env::var_os("SANDBOX_WORKER") {
+            let path = PathBuf::from(path);
+            return if path.is_file() {
+                Ok(Self::new(path))
+            } else {
+                Err(format!(
+                    "SANDBOX_WORKER is {} but no such file exists; point it at the `{NAME}` program",
+                    path.display()
+                ))
+            };
+        }
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf));
+        let beside = exe_dir
+            .iter()
+            .flat_map(|dir| [Some(dir.clone()), dir.parent().map(Path::to_path_buf)])
+            .flatten();
+        let on_path = std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+            .unwrap_or_default();
+        beside
+            .chain(on_path)
+            .map(|dir| dir.join(NAME))
+            .find(|candidate| candidate.is_file())
+            .map(Self::new)
+            .ok_or_else(|| {
+                format!(
+                    "no `{NAME}` program beside this executable or on PATH, and SANDBOX_WORKER is not set; install it with `cargo install --path sandbox-isolate --bin {NAME}` (or build the workspace), or point SANDBOX_WORKER at it"
+                )
+            })
     }
 
     /// Runs the current executable with `args` — for a binary that hosts
@@ -287,7 +327,13 @@ impl Process {
 
 impl Isolator for Process {
     fn kind(&self) -> IsolationKind {
-        IsolationKind::Process
+        IsolationKind::PROCESS
+    }
+
+    /// Every worker is jailed; a launch whose required layers the kernel
+    /// cannot apply fails instead of running unjailed.
+    fn confines_untrusted(&self) -> bool {
+        true
     }
 
     fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Runtime>> {

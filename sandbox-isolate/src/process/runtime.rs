@@ -308,7 +308,7 @@ impl Runtime for ProcessRuntime {
     fn info(&self) -> RuntimeInfo {
         let mirror = self.mirror.lock();
         RuntimeInfo {
-            isolation: IsolationKind::Process,
+            isolation: IsolationKind::PROCESS,
             pid: self.conn.pid,
             modules: mirror
                 .modules

@@ -237,7 +237,7 @@ fn a_manager_replaces_a_worker_left_with_an_init_that_never_returns() {
         let mut events = manager.subscribe();
         let id = unique_id("hang");
         let mut spec = SandboxSpec::new(&src)
-            .isolation(sandbox_core::isolate::IsolationKind::Process)
+            .isolation(sandbox_core::isolate::IsolationKind::PROCESS)
             .profile(sandbox_core::security::Profile::Trusted);
         spec.limits.lifecycle_timeout = Some(LIFECYCLE);
         manager.create(id.clone(), spec).await.unwrap();

@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod deadlines;
+mod default_worker;
 mod hostile;
 mod inprocess;
 mod jail;

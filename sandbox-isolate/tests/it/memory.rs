@@ -197,7 +197,7 @@ fn a_worker_near_its_address_space_limit_is_reported_and_recycled() {
         // Trusted source, to build in the shared target dir; still a worker,
         // with the default 512 MiB limit.
         let spec = SandboxSpec::new(&src)
-            .isolation(sandbox_core::isolate::IsolationKind::Process)
+            .isolation(sandbox_core::isolate::IsolationKind::PROCESS)
             .profile(sandbox_core::security::Profile::Trusted);
         assert_eq!(spec.limits.address_space_bytes, Some(512 << 20));
         manager.create(id.clone(), spec).await.unwrap();
@@ -311,7 +311,7 @@ fn a_hot_reload_after_ten_thousand_concurrent_calls_succeeds_on_the_default_limi
             .unwrap();
         let id = unique_id("busy");
         let spec = SandboxSpec::new(&src)
-            .isolation(sandbox_core::isolate::IsolationKind::Process)
+            .isolation(sandbox_core::isolate::IsolationKind::PROCESS)
             .profile(sandbox_core::security::Profile::Trusted);
         assert_eq!(
             spec.limits,

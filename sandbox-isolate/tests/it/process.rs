@@ -28,7 +28,7 @@ scenarios::backend_tests!(runtime);
 fn loads_a_plugin_and_reads_its_metadata() {
     let (dir, rt) = scenarios::load_counter_and_check_its_metadata(&runtime);
     let info = rt.info();
-    assert_eq!(info.isolation, IsolationKind::Process);
+    assert_eq!(info.isolation, IsolationKind::PROCESS);
     assert_ne!(info.pid, std::process::id());
     assert!(!support::gone(info.pid));
     drop(rt);
