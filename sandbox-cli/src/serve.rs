@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// Seconds requests in flight may take to finish on SIGTERM.
     #[arg(long, default_value_t = 10)]
     drain_secs: u64,
+    /// Refuse sandboxes that declare their source trusted (built and run
+    /// with this service's rights): every sandbox is then jailed, whoever
+    /// holds a token.
+    #[arg(long)]
+    refuse_trusted: bool,
 }
 
 /// Reads the tokens: the file's lines, else `SANDBOX_TOKEN`.
@@ -101,6 +106,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     config.max_body = args.max_body;
     config.drain_timeout = std::time::Duration::from_secs(args.drain_secs);
+    config.allow_trusted = !args.refuse_trusted;
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;

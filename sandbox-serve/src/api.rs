@@ -246,6 +246,18 @@ async fn info(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
 async fn create(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Answer {
     let mut request: CreateRequest = json_body(&app, body)?;
     let (id, spec) = request.spec().map_err(|e| failed(&app, e))?;
+    if spec.profile == Profile::Trusted && !app.limits.allow_trusted {
+        return Err(failed(
+            &app,
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "security",
+                "security",
+                "fix_request",
+                "this service refuses trusted sandboxes (it was started with --refuse-trusted): every sandbox is built and run in the jail; leave out the profile or ask for `medium` or `high`",
+            ),
+        ));
+    }
     // The source as the store keeps it: absolute, so a restart from
     // another working directory finds it.
     if let Ok(source) = std::fs::canonicalize(&request.source) {

@@ -119,6 +119,11 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Sandboxes created at once while restoring. Default 4.
     pub restore_concurrency: usize,
+    /// Whether a request may declare its source `trusted` (built and run
+    /// with the service's own rights, in-process by default). Default
+    /// `true`: a token then grants what the service's user can do. `false`
+    /// refuses such a create with 403, so every sandbox is jailed.
+    pub allow_trusted: bool,
 }
 
 impl ServeConfig {
@@ -136,6 +141,7 @@ impl ServeConfig {
             body_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             restore_concurrency: 4,
+            allow_trusted: true,
         }
     }
 }
@@ -146,6 +152,7 @@ pub(crate) struct Limits {
     pub(crate) max_body: usize,
     pub(crate) max_response: usize,
     pub(crate) body_timeout: Duration,
+    pub(crate) allow_trusted: bool,
 }
 
 /// What every handler shares.
@@ -304,6 +311,7 @@ impl Service {
                 max_body: config.max_body,
                 max_response: config.max_response,
                 body_timeout: config.body_timeout,
+                allow_trusted: config.allow_trusted,
             },
             ready: AtomicBool::new(false),
             restore: Mutex::new(api::RestoreReport::default()),
@@ -499,6 +507,15 @@ async fn restore_one(app: &App, json: &[u8]) -> Result<(), ApiError> {
     let request: CreateRequest = serde_json::from_slice(json)
         .map_err(|e| ApiError::system(format!("the stored spec cannot be read: {e}")))?;
     let (id, spec) = request.spec()?;
+    if spec.profile == sandbox_core::security::Profile::Trusted && !app.limits.allow_trusted {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "security",
+            "security",
+            "fix_request",
+            "a trusted sandbox, and this service now refuses them (--refuse-trusted); it stays stored for a start that allows them",
+        ));
+    }
     let checkpoint = app
         .store
         .checkpoint(id.as_str())

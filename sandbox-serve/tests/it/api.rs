@@ -210,6 +210,31 @@ async fn the_whole_api_answers_with_fitting_codes_and_error_objects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_refusing_trusted_source_answers_403_before_building() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = config(&tmp.path().join("data"), tmp.path());
+    config.allow_trusted = false;
+    let r = start(config).await;
+    let src = sandbox_testkit::example_dir("counter");
+    let a = r
+        .client
+        .post_json("/v1/sandboxes", &trusted("t", &src))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert_eq!(a.json()["error"]["kind"], "security");
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--refuse-trusted"));
+    assert_eq!(
+        r.client.get("/v1/sandboxes").await.unwrap().json(),
+        json!([])
+    );
+    r.service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = config(&tmp.path().join("data"), tmp.path());
