@@ -39,35 +39,56 @@ async fn a_save_swaps_the_module_and_keeps_its_state() {
     assert_eq!(add(&sb, 1).await, 3);
 }
 
+/// Ten saves in a burst are one change to build, not ten: the watcher's
+/// debounce merges them, and saves that land while a build runs queue a
+/// single follow-up build. So at most two builds run — one when the burst
+/// falls in one debounce window, two when a busy machine stretches it over
+/// a build — never one per save, and the last build has the last save.
 #[tokio::test(flavor = "multi_thread")]
-async fn rapid_saves_cause_one_compile() {
+async fn rapid_saves_are_coalesced_into_at_most_one_queued_compile() {
     let mut sb = watched().await;
     let lib = sb.read("src/lib.rs").unwrap();
     for i in 0..10 {
         sb.write("src/lib.rs", &format!("{lib}\n// save {i}\n"))
             .unwrap();
     }
-    let first = sb
-        .await_event("a compile", BUILD, |k| {
-            matches!(k, EventKind::CompileFinished { .. })
-        })
-        .await
-        .unwrap();
-    assert!(matches!(
-        first.kind,
-        EventKind::CompileFinished { ok: true, .. }
-    ));
-    // Nothing else was pending: the next event to arrive (with a deadline)
-    // is not another compile.
-    let more = sb
-        .await_event("a second compile", Duration::from_secs(3), |k| {
-            matches!(k, EventKind::CompileStarted { .. })
-        })
-        .await;
-    assert!(
-        more.is_err(),
-        "ten rapid saves caused more than one compile"
+    let mut compiles = 0;
+    loop {
+        // The first build may wait on a busy machine; after it, a quiet
+        // spell with no build starting ends the burst.
+        let quiet = if compiles == 0 {
+            BUILD
+        } else {
+            Duration::from_secs(5)
+        };
+        let started = sb
+            .await_event("a compile", quiet, |k| {
+                matches!(k, EventKind::CompileStarted { .. })
+            })
+            .await;
+        if started.is_err() {
+            break;
+        }
+        compiles += 1;
+        assert!(compiles <= 2, "ten rapid saves caused {compiles} compiles");
+        let finished = sb
+            .await_event("the compile's end", BUILD, |k| {
+                matches!(k, EventKind::CompileFinished { .. })
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(finished.kind, EventKind::CompileFinished { ok: true, .. }),
+            "{finished:?}"
+        );
+    }
+    assert!(compiles >= 1, "ten saves built nothing");
+    // Nothing is left half-built: the sandbox serves, from the last save.
+    assert_eq!(
+        sb.read("src/lib.rs").unwrap(),
+        format!("{lib}\n// save 9\n")
     );
+    assert_eq!(add(&sb, 1).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
