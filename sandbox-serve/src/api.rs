@@ -114,6 +114,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/sandboxes/{id}/reload", post(reload))
         .route("/sandboxes/{id}/restart", post(restart))
         .route("/sandboxes/{id}/modules/{module}/versions", get(versions))
+        .route("/sandboxes/{id}/modules/{module}/history", get(history))
         .route("/sandboxes/{id}/modules/{module}/rollback", post(rollback))
         .route("/events", get(events))
         .fallback(not_found)
@@ -380,6 +381,27 @@ async fn versions(
         .versions(&id, &module)
         .map_err(|e| failed(&app, e))?;
     ok(StatusCode::OK, to_json(&versions))
+}
+
+/// `GET …/history`: every version the module ran, across restarts of the
+/// service (the stored record, oldest first).
+async fn history(
+    State(app): State<Arc<App>>,
+    Path((id, module)): Path<(String, String)>,
+) -> Answer {
+    // Unknown sandboxes and modules answer 404 like `versions`.
+    app.manager
+        .versions(&id, &module)
+        .map_err(|e| failed(&app, e))?;
+    let stored = app
+        .store
+        .history(&id)
+        .map_err(|e| failed(&app, ApiError::system(e.to_string())))?;
+    let list = stored
+        .get(&module)
+        .and_then(|json| serde_json::from_slice(json).ok())
+        .unwrap_or(Value::Array(Vec::new()));
+    ok(StatusCode::OK, list)
 }
 
 async fn rollback(

@@ -24,6 +24,7 @@
 //! | `POST /v1/sandboxes/{id}/reload` | the reload report |
 //! | `POST /v1/sandboxes/{id}/restart` | the info after the restart |
 //! | `GET /v1/sandboxes/{id}/modules/{module}/versions` | the retained versions |
+//! | `GET /v1/sandboxes/{id}/modules/{module}/history` | every version it ran, across restarts |
 //! | `POST /v1/sandboxes/{id}/modules/{module}/rollback` `{"version"}` | `{module, from, to}` |
 //! | `GET /v1/events[?sandbox=ID]` | Server-Sent Events, one event object per `data:` |
 //! | `GET /livez`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus text |
@@ -69,6 +70,9 @@ pub use api::CreateRequest;
 pub use auth::RateLimit;
 pub use error::{status_of, ApiError, Error, Result};
 use store::Store;
+
+/// Versions kept per module in the stored history (across restarts).
+pub const HISTORY_KEPT: usize = 100;
 
 /// The address `sandbox serve` listens on by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -203,15 +207,37 @@ impl App {
     }
 
     /// Keeps the version lists of sandbox `id`'s modules in the store.
+    ///
+    /// The stored list is every version the module ran across restarts of
+    /// the service, oldest first (at most [`HISTORY_KEPT`]): the versions
+    /// of this run are added to what earlier runs stored. Version numbers
+    /// start again at 1 after a restart; `loaded_at` tells them apart.
     pub(crate) fn record_history(&self, id: &str) {
         let Ok(info) = self.manager.info(id) else {
             return;
         };
+        let stored = self.store.history(id).unwrap_or_default();
         for module in &info.modules {
             let Ok(versions) = self.manager.versions(id, &module.name) else {
                 continue;
             };
-            let json = serde_json::to_vec(&versions).unwrap_or_default();
+            let mut list: Vec<serde_json::Value> = stored
+                .get(&module.name)
+                .and_then(|json| serde_json::from_slice(json).ok())
+                .unwrap_or_default();
+            for version in versions {
+                let mut v = serde_json::to_value(&version).unwrap_or_default();
+                if let Some(map) = v.as_object_mut() {
+                    // What is current changes; the record does not.
+                    map.remove("current");
+                }
+                if !list.contains(&v) {
+                    list.push(v);
+                }
+            }
+            let excess = list.len().saturating_sub(HISTORY_KEPT);
+            list.drain(..excess);
+            let json = serde_json::to_vec(&list).unwrap_or_default();
             if let Err(e) = self.store.put_history(id, &module.name, &json) {
                 tracing::warn!(sandbox = id, error = %e, "could not store the version history");
             }

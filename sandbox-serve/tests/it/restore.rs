@@ -53,6 +53,26 @@ async fn several_sandboxes_come_back_with_their_state_after_a_restart() {
             "{id} kept its state"
         );
     }
+    // The stored history has the version of each run: two loads of 1.
+    let a = c
+        .get("/v1/sandboxes/s1/modules/counter/history")
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    let history = a.json();
+    let numbers: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 1], "{history}");
+    assert_ne!(history[0]["loaded_at"], history[1]["loaded_at"]);
+    let a = c
+        .get("/v1/sandboxes/s1/modules/nope/history")
+        .await
+        .unwrap();
+    assert_eq!(a.status, 404, "{}", a.text());
     // Deleted sandboxes stay deleted.
     assert_eq!(c.delete("/v1/sandboxes/s0").await.unwrap().status, 200);
     r.service.shutdown().await;
