@@ -317,7 +317,12 @@ async fn call(
     };
     let started = Instant::now();
     let result = app.manager.call(&id, &module, &input).await;
-    app.telemetry.call(&id, &module, started.elapsed());
+    // Only calls that reached a module are counted by sandbox and module:
+    // names from unknown paths would grow the label sets without bound.
+    let reached = !matches!(&result, Err(e) if crate::status_of(e) == StatusCode::NOT_FOUND);
+    if reached {
+        app.telemetry.call(&id, &module, started.elapsed());
+    }
     let out = result.map_err(|e| failed(&app, e))?;
     if out.len() > app.limits.max_response {
         return Err(failed(
