@@ -23,6 +23,12 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Another service holds the store (it is locked).
+    #[error("the service's store `{}` is in use by another `sandbox serve`; stop that one, or pass another --data-dir", path.display())]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
     /// The data dir cannot be created or is not a folder.
     #[error("the data dir `{}` cannot be used: {source}; pass a folder this user can write with --data-dir", path.display())]
     DataDir {

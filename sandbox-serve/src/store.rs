@@ -79,12 +79,19 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(corrupt(&e)),
         };
-        let db = if exists {
+        let opened = if exists {
             // `open` never initializes a file: one that is not a database
             // (or is damaged past repair) is an error, untouched.
-            Database::open(&path).map_err(|e| corrupt(&e))?
+            Database::open(&path)
         } else {
-            Database::create(&path).map_err(|e| corrupt(&e))?
+            Database::create(&path)
+        };
+        let db = match opened {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::InUse { path: path.clone() })
+            }
+            Err(e) => return Err(corrupt(&e)),
         };
         let store = Self {
             db,

@@ -108,6 +108,20 @@ async fn a_corrupted_store_is_reported_and_left_untouched() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_in_use_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let r = start(config(&data, tmp.path())).await;
+    let e = sandbox_serve::Service::start(config(&data, tmp.path()))
+        .await
+        .expect_err("a second service on one data dir is refused");
+    assert!(e.to_string().contains("in use by another"), "{e}");
+    // The first one is unharmed.
+    assert_eq!(r.client.get("/v1/sandboxes").await.unwrap().status, 200);
+    r.service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_is_refused_off_loopback() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = config(&tmp.path().join("data"), tmp.path());
