@@ -289,6 +289,112 @@ async fn kill_9_during_concurrent_calls_loses_no_acknowledged_call() {
     );
 }
 
+/// A trusted module whose call, given `"gate": [in, out]` (two FIFOs),
+/// opens `in` for writing (so the test knows the call is running) and
+/// then waits until `out` is written and closed.
+const GATE: &str = r#"
+use std::io::{Read, Write};
+
+use sandbox_plugin::{export_plugin, json, state, Host, Plugin, Result};
+
+#[derive(Default)]
+pub struct Gate {
+    total: i64,
+}
+
+impl Plugin for Gate {
+    const NAME: &'static str = "gate";
+
+    fn handle(&mut self, _host: &Host<'_>, request: &[u8]) -> Result<Vec<u8>> {
+        let request: serde_json::Value = json::decode(request)?;
+        if let Some(gate) = request["gate"].as_array() {
+            let (inn, out) = (gate[0].as_str().unwrap(), gate[1].as_str().unwrap());
+            std::fs::OpenOptions::new().write(true).open(inn).unwrap().write_all(b"in").unwrap();
+            let mut go = String::new();
+            std::fs::File::open(out).unwrap().read_to_string(&mut go).unwrap();
+        }
+        self.total += request["add"].as_i64().unwrap_or(0);
+        json::encode(&serde_json::json!({ "value": self.total }))
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>> {
+        state::save(&self.total)
+    }
+
+    fn restore_state(&mut self, _host: &Host<'_>, bytes: &[u8], from: u32) -> Result<()> {
+        self.total = state::load(bytes, from, Self::SCHEMA)?;
+        Ok(())
+    }
+}
+
+export_plugin!(Gate);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_call_in_flight_finish_then_checkpoints_and_exits_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = sandbox_testkit::fixtures::write_plugin(&tmp.path().join("gate"), "gate", GATE)
+        .expect("write the plugin");
+    let fifo = |name: &str| {
+        let path = tmp.path().join(name);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+        path
+    };
+    let (inn, out) = (fifo("in"), fifo("out"));
+    let data = tmp.path().join("data");
+    let mut s = Served::start(&data, &[]);
+    let c = s.ready();
+    create(
+        &c,
+        json!({"id": "g", "source": src, "profile": "trusted", "durability": "interval=3600000"}),
+    )
+    .await;
+    let call = "/v1/sandboxes/g/modules/gate/call";
+    assert_eq!(
+        c.post_json(call, &json!({"add": 5})).await.unwrap().status,
+        200
+    );
+
+    let in_flight = {
+        let (c, body) = (c.clone(), json!({"add": 1, "gate": [inn, out]}));
+        tokio::spawn(async move { c.post_json(call, &body).await })
+    };
+    // The call is in the module once it opened `in`.
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::open(&inn).unwrap(), &mut text).unwrap();
+        text
+    });
+    let text = tokio::time::timeout(BUILD, reader).await.unwrap().unwrap();
+    assert_eq!(text, "in");
+    s.signal(rustix::process::Signal::TERM);
+    s.wait_line("shutting down", Duration::from_secs(30));
+    // Let the call go on: it is answered, then the service exits 0.
+    std::fs::write(&out, "go").unwrap();
+    let a = tokio::time::timeout(Duration::from_secs(30), in_flight)
+        .await
+        .expect("the call in flight is answered")
+        .unwrap()
+        .expect("answered");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["value"], 6);
+    let status = s.exit_status(Duration::from_secs(60));
+    assert!(status.success(), "exit {status:?}; stderr:\n{}", s.rest());
+
+    // What it answered was checkpointed on the way out.
+    let mut s = Served::start(&data, &[]);
+    let c = s.ready();
+    let a = c.post_json(call, &json!({"add": 0})).await.unwrap();
+    assert_eq!(a.json()["value"], 6, "{}", a.text());
+}
+
 #[test]
 fn a_corrupted_data_dir_is_reported_and_left_untouched() {
     let tmp = tempfile::tempdir().unwrap();
