@@ -455,7 +455,7 @@ fn print_versions(versions: &Value) -> anyhow::Result<()> {
         "CURRENT".to_owned(),
         "CRATE".to_owned(),
         "SCHEMA".to_owned(),
-        "LOADED (unix ms)".to_owned(),
+        "LOADED (UTC)".to_owned(),
         "CHECKSUM".to_owned(),
     ]];
     for v in versions.as_array().into_iter().flatten() {
@@ -470,11 +470,35 @@ fn print_versions(versions: &Value) -> anyhow::Result<()> {
             .to_owned(),
             text(&v["module_version"]),
             text(&v["schema"]),
-            text(&v["loaded_at"]),
+            v["loaded_at"]
+                .as_u64()
+                .map_or_else(|| text(&v["loaded_at"]), utc),
             checksum.chars().take(12).collect(),
         ]);
     }
     print_table(&rows)
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` in UTC (days to a civil
+/// date as in Howard Hinnant's `civil_from_days`).
+fn utc(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 fn text(v: &Value) -> String {
@@ -512,6 +536,13 @@ mod tests {
     fn segments_are_percent_encoded() {
         assert_eq!(segment("counter-1_a.b~"), "counter-1_a.b~");
         assert_eq!(segment("a/b c?"), "a%2Fb%20c%3F");
+    }
+
+    #[test]
+    fn load_times_are_shown_in_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_796_126_013_060), "2026-12-01 11:53:33");
     }
 
     #[test]
