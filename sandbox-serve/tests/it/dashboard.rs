@@ -1,8 +1,9 @@
 //! The dashboard at `/` in headless Chromium against a real service: the
-//! page loads with the token from its address's fragment, lists a sandbox
-//! with its status, isolation and profile, shows a swap arriving live on the
-//! event stream and in the module's version timeline, rolls back with its
-//! button, and renders to a screenshot that is checked.
+//! page asks for a token after a 401 and uses the one given, or takes it
+//! from its address's fragment; it lists a sandbox with its status,
+//! isolation and profile, shows a swap arriving live on the event stream
+//! and in the module's version timeline, rolls back with its button, and
+//! renders to a screenshot that is checked.
 
 use std::time::Duration;
 
@@ -44,6 +45,33 @@ async fn dashboard_lists_a_sandbox_shows_a_swap_live_and_rolls_back() {
     add(c, id, 5).await;
 
     let mut browser = Browser::launch(&chromium).unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Without a token the page asks for one; given in its form, it is used.
+    let url = format!("http://{}/", r.service.local_addr());
+    let mut page = browser.open(&url).unwrap_or_else(|e| panic!("{e:#}"));
+    page.wait_until(
+        "the token form after a 401",
+        "document.getElementById('token-dialog').open && document.getElementById('message').textContent !== ''",
+        SHOW,
+    );
+    page.eval(
+        &format!(
+            r#"document.getElementById('token-input').value = '{TOKEN}';
+               document.getElementById('token-form').requestSubmit(); true"#
+        ),
+        SHOW,
+    )
+    .unwrap();
+    page.wait_until(
+        "the sandbox once the token is given",
+        &format!(
+            r#"!document.getElementById('token-dialog').open && document.querySelector('tr[data-sandbox="{id}"]')"#
+        ),
+        SHOW,
+    );
+    drop(page);
+
+    // A new tab (its own sessionStorage) given the token in the fragment.
     let url = format!("http://{}/#token={TOKEN}", r.service.local_addr());
     let mut page = browser.open(&url).unwrap_or_else(|e| panic!("{e:#}"));
 
