@@ -19,8 +19,8 @@ use sandbox_plugin::ffi::{
 
 use crate::error::{Error, Result, SwapStage};
 use crate::runtime::{
-    IsolationKind, Isolator, LaunchSpec, ModuleMeta, PluginErrorKind, Runtime, RuntimeInfo,
-    SavedState, SwapOutcome, SwapStep,
+    CallDone, IsolationKind, Isolator, LaunchSpec, ModuleMeta, PluginErrorKind, Runtime,
+    RuntimeInfo, SavedState, SwapOutcome, SwapStep,
 };
 
 /// Runs modules inside the host process.
@@ -798,6 +798,44 @@ impl Runtime for InProcessRuntime {
                 stopped: false,
             }),
         }
+    }
+
+    fn start_call(
+        &self,
+        module: &str,
+        request: &[u8],
+        done: CallDone,
+    ) -> std::result::Result<(), CallDone> {
+        let slot = match self.inner.slot(module) {
+            Ok(slot) => slot,
+            Err(e) => {
+                done(Err(e));
+                return Ok(());
+            }
+        };
+        // Shared with the job, so a pool that cannot start a thread can
+        // still hand the error over.
+        let done = Arc::new(Mutex::new(Some(done)));
+        let answer = Arc::clone(&done);
+        let (inner, request) = (Arc::clone(&self.inner), request.to_vec());
+        let job = Box::new(move || {
+            let result = inner.call_slot(&slot, &request);
+            // Let go of the runtime before the caller hears back (see `call`).
+            drop((slot, inner));
+            if let Some(done) = answer.lock().take() {
+                done(result);
+            }
+        });
+        if let Err((_, source)) = call_threads::run(job) {
+            if let Some(done) = done.lock().take() {
+                done(Err(Error::Io {
+                    action: "starting a call thread for",
+                    path: module.into(),
+                    source,
+                }));
+            }
+        }
+        Ok(())
     }
 
     fn checkpoint(&self) -> Result<Vec<(String, SavedState)>> {

@@ -43,7 +43,7 @@ pub use error::{Error, ErrorKind, Result, SwapStage};
 pub use inprocess::InProcess;
 pub use process::{Process, WorkerCommand, DEFAULT_OUTPUT_LIMIT};
 pub use runtime::{
-    Crash, CrashHandler, IsolationKind, Isolator, LaunchSpec, Migration, ModuleMeta,
+    CallDone, Crash, CrashHandler, IsolationKind, Isolator, LaunchSpec, Migration, ModuleMeta,
     PluginErrorKind, Runtime, RuntimeInfo, SavedState, SwapOutcome, SwapStep,
     DEFAULT_LIFECYCLE_TIMEOUT,
 };

@@ -472,6 +472,9 @@ impl<T: Isolator + ?Sized> Isolator for Arc<T> {
     }
 }
 
+/// What a call started with [`Runtime::start_call`] hands its result to.
+pub type CallDone = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+
 /// Where one sandbox's modules live: loaded library versions and one active
 /// instance per module.
 ///
@@ -493,6 +496,25 @@ pub trait Runtime: Send + Sync + fmt::Debug {
 
     /// Calls `module` with `request`; `timeout` bounds the wait for the answer.
     fn call(&self, module: &str, request: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>>;
+
+    /// Starts a call of `module` without blocking the caller, if this
+    /// backend can: the call runs on a thread of the backend's and `done`
+    /// gets its result there (an error found before it starts, e.g. an
+    /// unknown module, is handed to `done` at once). The caller bounds the
+    /// wait by how long it waits for `done`; a call it stops waiting for is
+    /// abandoned the way [`call`](Runtime::call) abandons one past its
+    /// timeout. `Err(done)` means the backend cannot (the default): use
+    /// `call` on a thread that may block. An async host saves the hop to a
+    /// blocking thread and back this way.
+    fn start_call(
+        &self,
+        module: &str,
+        request: &[u8],
+        done: CallDone,
+    ) -> std::result::Result<(), CallDone> {
+        let _ = (module, request);
+        Err(done)
+    }
 
     /// Saves the state of every active module (a checkpoint).
     fn checkpoint(&self) -> Result<Vec<(String, SavedState)>>;

@@ -44,3 +44,45 @@ fn runtimes_sharing_a_folder_never_get_each_others_libraries() {
     let meta = second.load(&probe(dir.path(), "other", &[]), 1).unwrap();
     assert_eq!(meta.name, "other");
 }
+
+#[test]
+fn a_started_call_answers_on_a_call_thread_and_an_unknown_module_at_once() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    support::start(&*rt, &counter(), "counter");
+    let caller = std::thread::current().id();
+
+    let (tx, rx) = mpsc::channel();
+    let started = rt.start_call(
+        "counter",
+        br#"{"add":4}"#,
+        Box::new(move |result| {
+            let _ = tx.send((std::thread::current().id(), result));
+        }),
+    );
+    assert!(started.is_ok(), "the in-process backend starts calls");
+    let (thread, result) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_ne!(thread, caller, "the call ran on a call thread");
+    let out: serde_json::Value = serde_json::from_slice(&result.unwrap()).unwrap();
+    assert_eq!(out["value"], 4);
+
+    // Refused before it starts: `done` hears at once, on the caller's thread.
+    let (tx, rx) = mpsc::channel();
+    let started = rt.start_call(
+        "missing",
+        b"{}",
+        Box::new(move |result| {
+            let _ = tx.send((std::thread::current().id(), result));
+        }),
+    );
+    assert!(started.is_ok());
+    let (thread, result) = rx.try_recv().unwrap();
+    assert_eq!(thread, caller);
+    assert!(matches!(
+        result,
+        Err(sandbox_isolate::Error::UnknownModule { .. })
+    ));
+}
