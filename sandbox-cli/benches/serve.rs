@@ -248,6 +248,7 @@ impl Serve {
                 "127.0.0.1:0",
                 "--rate-limit",
                 "100000000",
+                "--allow-trusted",
                 "--data-dir",
             ])
             .arg(data)

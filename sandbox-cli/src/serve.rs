@@ -46,11 +46,12 @@ pub struct ServeArgs {
     /// Seconds requests in flight may take to finish on SIGTERM.
     #[arg(long, default_value_t = 10)]
     drain_secs: u64,
-    /// Refuse sandboxes that declare their source trusted (built and run
-    /// with this service's rights): every sandbox is then jailed, whoever
-    /// holds a token.
+    /// Serve sandboxes that declare their source trusted: built and run
+    /// with this service's own rights (in-process), so a token is then
+    /// worth what this service's user can do. Without it such a create is
+    /// refused (403) and every sandbox is built and run in the jail.
     #[arg(long)]
-    refuse_trusted: bool,
+    allow_trusted: bool,
 }
 
 /// Reads the tokens: the file's lines, else `SANDBOX_TOKEN`.
@@ -106,7 +107,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     config.max_body = args.max_body;
     config.drain_timeout = std::time::Duration::from_secs(args.drain_secs);
-    config.allow_trusted = !args.refuse_trusted;
+    config.allow_trusted = args.allow_trusted;
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;

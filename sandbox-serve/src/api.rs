@@ -255,7 +255,7 @@ async fn create(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>
                 "security",
                 "security",
                 "fix_request",
-                "this service refuses trusted sandboxes (it was started with --refuse-trusted): every sandbox is built and run in the jail; leave out the profile or ask for `medium` or `high`",
+                "this service refuses trusted sandboxes (they would build and run with the service's own rights; an operator allows them with `sandbox serve --allow-trusted`): leave out the profile or ask for `medium` or `high`, and the sandbox is built and run in the jail",
             ),
         ));
     }

@@ -125,8 +125,9 @@ pub struct ServeConfig {
     pub restore_concurrency: usize,
     /// Whether a request may declare its source `trusted` (built and run
     /// with the service's own rights, in-process by default). Default
-    /// `true`: a token then grants what the service's user can do. `false`
-    /// refuses such a create with 403, so every sandbox is jailed.
+    /// `false`: such a create is refused with 403, so every sandbox is
+    /// built and run in the jail whoever holds a token. `true` makes a
+    /// token worth what the service's user can do.
     pub allow_trusted: bool,
 }
 
@@ -145,7 +146,7 @@ impl ServeConfig {
             body_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             restore_concurrency: 4,
-            allow_trusted: true,
+            allow_trusted: false,
         }
     }
 }
@@ -539,7 +540,7 @@ async fn restore_one(app: &App, json: &[u8]) -> Result<(), ApiError> {
             "security",
             "security",
             "fix_request",
-            "a trusted sandbox, and this service now refuses them (--refuse-trusted); it stays stored for a start that allows them",
+            "a trusted sandbox, and this service refuses them (start it with --allow-trusted to serve them); it stays stored for a start that allows them",
         ));
     }
     let checkpoint = app

@@ -35,6 +35,8 @@ impl Serve {
             .arg(dir.path().join("data"))
             .arg("--token-file")
             .arg(&token_file)
+            // The tests create the repository's own example as trusted.
+            .arg("--allow-trusted")
             .env("SANDBOX_LOG", "sandbox_serve=info")
             .env_remove("SANDBOX_TOKEN")
             .stdin(Stdio::null())

@@ -36,6 +36,8 @@ impl Served {
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
+            // The tests create the repository's own example as trusted.
+            .arg("--allow-trusted")
             .args(extra)
             .env("SANDBOX_TOKEN", TOKEN)
             .stdin(Stdio::null())

@@ -226,7 +226,7 @@ async fn a_service_refusing_trusted_source_answers_403_before_building() {
     assert!(a.json()["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("--refuse-trusted"));
+        .contains("--allow-trusted"));
     assert_eq!(
         r.client.get("/v1/sandboxes").await.unwrap().json(),
         json!([])

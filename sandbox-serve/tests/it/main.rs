@@ -31,6 +31,8 @@ pub fn config(data: &Path, scratch: &Path) -> ServeConfig {
     config.manager = sandbox_testkit::test_config(scratch);
     config.tokens = vec![TOKEN.into()];
     config.rate_limit = RateLimit::default();
+    // The tests run the repository's own examples, declared trusted.
+    config.allow_trusted = true;
     config
 }
 
