@@ -642,13 +642,7 @@ async fn run_call(
     let waited = match timeout {
         Some(limit) => match tokio::time::timeout(limit, answer).await {
             Ok(waited) => waited,
-            Err(_) => {
-                return Ok(Err(sandbox_isolate::Error::Timeout {
-                    module,
-                    after: limit,
-                    stopped: false,
-                }))
-            }
+            Err(_) => return Ok(Err(sandbox_isolate::Error::abandoned(&module, limit))),
         },
         None => answer.await,
     };

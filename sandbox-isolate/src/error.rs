@@ -378,6 +378,16 @@ fn list(names: &[String]) -> String {
 }
 
 impl Error {
+    /// A call of `module` whose caller stopped waiting after `after`: the
+    /// code was abandoned, not stopped, and may still be running.
+    pub fn abandoned(module: &str, after: std::time::Duration) -> Self {
+        Self::Timeout {
+            module: module.to_owned(),
+            after,
+            stopped: false,
+        }
+    }
+
     /// The error behind a [`Error::Swap`], or the error itself.
     pub fn root(&self) -> &Error {
         match self {

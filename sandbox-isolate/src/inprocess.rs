@@ -565,11 +565,7 @@ fn within<T: Send + 'static>(
     }
     match rx.recv_timeout(limit) {
         Ok(out) => Ok(out),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
-            module: module.to_owned(),
-            after: limit,
-            stopped: false,
-        }),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::abandoned(module, limit)),
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(panicked(module)),
     }
 }
@@ -776,28 +772,14 @@ impl Runtime for InProcessRuntime {
             return inner.call_slot(&slot, request);
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let (inner, request) = (Arc::clone(inner), request.to_vec());
-        call_threads::run(Box::new(move || {
-            let result = inner.call_slot(&slot, &request);
-            // Let go of the runtime before the caller hears back: it may
-            // drop the runtime next, and the last reference removes its
-            // folder.
-            drop((slot, inner));
+        let done: CallDone = Box::new(move |result| {
             let _ = tx.send(result);
-        }))
-        .map_err(|(_, source)| Error::Io {
-            action: "starting a call thread for",
-            path: module.into(),
-            source,
-        })?;
-        match rx.recv_timeout(limit) {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                module: module.to_owned(),
-                after: limit,
-                stopped: false,
-            }),
+        });
+        if self.start_call(module, request, done).is_err() {
+            unreachable!("the in-process backend starts every call");
         }
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| Err(Error::abandoned(module, limit)))
     }
 
     fn start_call(
@@ -820,7 +802,9 @@ impl Runtime for InProcessRuntime {
         let (inner, request) = (Arc::clone(&self.inner), request.to_vec());
         let job = Box::new(move || {
             let result = inner.call_slot(&slot, &request);
-            // Let go of the runtime before the caller hears back (see `call`).
+            // Let go of the runtime before the caller hears back: it may
+            // drop the runtime next, and the last reference removes its
+            // folder.
             drop((slot, inner));
             if let Some(done) = answer.lock().take() {
                 done(result);
