@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::host::sandbox;
+use crate::serve::Served;
 
 const TOKEN: &str = "client-test-token";
 
 /// A `sandbox serve` on 127.0.0.1 with a port of its own, a data dir in a
-/// temp folder and one token; killed on drop.
+/// temp folder and one token in a token file; killed on drop.
 struct Serve {
-    child: Child,
     url: String,
     token_file: PathBuf,
-    _log: Receiver<String>,
+    _served: Served,
     _dir: tempfile::TempDir,
 }
 
@@ -29,51 +29,16 @@ impl Serve {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("# the test's token\n{TOKEN}\n")).unwrap();
-        let mut child = sandbox()
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("--token-file")
-            .arg(&token_file)
-            // The tests create the repository's own example as trusted.
-            .arg("--allow-trusted")
-            .env("SANDBOX_LOG", "sandbox_serve=info")
-            .env_remove("SANDBOX_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sandbox serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // The address it bound, then readiness (nothing stored: at once).
-        let mut url = None;
-        let end = Instant::now() + Duration::from_secs(60);
-        let mut seen = Vec::new();
-        while url.is_none() || !seen.iter().any(|l: &String| l.contains("ready")) {
-            let line = log
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| {
-                    panic!("`sandbox serve` did not start and become ready; stderr: {seen:#?}")
-                });
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                url = Some(rest.trim().to_owned());
-            }
-            seen.push(line);
-        }
+        let mut served = Served::start(
+            &dir.path().join("data"),
+            &["--token-file", token_file.to_str().unwrap()],
+        );
+        served.ready();
+        let addr = served.addr.expect("ready knows the address");
         Self {
-            child,
-            url: url.unwrap(),
+            url: format!("http://{addr}"),
             token_file,
-            _log: log,
+            _served: served,
             _dir: dir,
         }
     }
@@ -131,13 +96,6 @@ fn failed(args: &[&str], out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A copy of the counter example in a temp folder.

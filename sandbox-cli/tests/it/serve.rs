@@ -17,21 +17,22 @@ use crate::host::{example, sandbox, BUILD};
 
 const TOKEN: &str = "serve-test-token-0123456789";
 
-/// A running `sandbox serve`.
-struct Served {
+/// A running `sandbox serve` (killed on drop).
+pub(crate) struct Served {
     pid: i32,
     /// Its stderr, line by line.
     lines: Receiver<String>,
     exited: Receiver<ExitStatus>,
     status: Option<ExitStatus>,
     seen: Vec<String>,
-    addr: Option<SocketAddr>,
+    /// Where it listens, once [`ready`](Self::ready).
+    pub(crate) addr: Option<SocketAddr>,
 }
 
 impl Served {
     /// Starts `sandbox serve` on a free loopback port with `data` as its
     /// data dir and `extra` flags.
-    fn start(data: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn start(data: &Path, extra: &[&str]) -> Self {
         let mut child = sandbox()
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -95,7 +96,7 @@ impl Served {
     }
 
     /// Waits until it listens and has restored its sandboxes; returns a client.
-    fn ready(&mut self) -> Client {
+    pub(crate) fn ready(&mut self) -> Client {
         let line = self.wait_line("listening on http://", BUILD);
         let addr = line
             .rsplit("http://")
