@@ -221,8 +221,17 @@ impl Drop for Host {
 
 /// A copy of example `name` in a temp dir.
 pub fn example(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    copy_into_temp(&sandbox_testkit::example_dir(name), name)
+}
+
+/// A copy of the `hostile-attacks` fixture (module `hostile`) in a temp dir.
+pub fn hostile() -> (tempfile::TempDir, std::path::PathBuf) {
+    copy_into_temp(&sandbox_testkit::fixture_dir("hostile-attacks"), "hostile")
+}
+
+fn copy_into_temp(from: &Path, folder: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join(name);
-    sandbox_testkit::fixtures::copy_crate(&sandbox_testkit::example_dir(name), &src).unwrap();
+    let src = dir.path().join(folder);
+    sandbox_testkit::fixtures::copy_crate(from, &src).unwrap();
     (dir, src)
 }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::host::{example, Host, BUILD};
+use crate::host::{example, hostile, Host, BUILD};
 
 fn worker_pid(h: &mut Host) -> i32 {
     let info = h.request(json!({"op": "info"}), BUILD);
@@ -125,10 +125,7 @@ fn the_worker_is_recycled_after_enough_swaps_with_state_kept() {
 
 #[test]
 fn a_module_that_keeps_crashing_leaves_the_sandbox_in_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("hostile");
-    sandbox_testkit::fixtures::copy_crate(&sandbox_testkit::fixture_dir("hostile-attacks"), &src)
-        .unwrap();
+    let (_dir, src) = hostile();
     let mut h = Host::run(
         &src,
         &[

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::host::{example, Host, BUILD};
+use crate::host::{example, hostile, Host, BUILD};
 
 const QUICK: Duration = Duration::from_secs(60);
 
@@ -247,10 +247,7 @@ fn quit_ends_the_host_while_a_reload_s_init_never_returns() {
 
 #[test]
 fn the_crashed_event_comes_before_the_error_reply_of_the_call_that_crashed() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("hostile");
-    sandbox_testkit::fixtures::copy_crate(&sandbox_testkit::fixture_dir("hostile-attacks"), &src)
-        .unwrap();
+    let (_dir, src) = hostile();
     let mut h = Host::run(
         &src,
         &[

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::host::{example, Host, BUILD};
+use crate::host::{example, hostile, Host, BUILD};
 
 /// The first error line of a `sandbox run` that refuses to create.
 fn refusal(h: &mut Host) -> Value {
@@ -133,10 +133,7 @@ fn in_process_isolation_of_untrusted_source_is_refused() {
 
 #[test]
 fn a_worker_reads_no_artifact_but_its_own_and_info_reports_its_applied_layers() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("hostile");
-    sandbox_testkit::fixtures::copy_crate(&sandbox_testkit::fixture_dir("hostile-attacks"), &src)
-        .unwrap();
+    let (_dir, src) = hostile();
     let mut h = Host::run(&src, &["--isolation", "process", "--profile", "trusted"]);
     let attack = |h: &mut Host, path: &str| {
         h.request(
