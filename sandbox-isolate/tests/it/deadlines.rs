@@ -217,65 +217,59 @@ fn in_a_worker_a_checkpoint_whose_save_state_never_returns_kills_the_worker() {
 /// returns fails with a timeout, and the worker holding the abandoned code
 /// is replaced by a fresh one from the live state (`recycled`) before the
 /// reload answers — the old version serves on, nothing answered is lost.
-#[test]
-fn a_manager_replaces_a_worker_left_with_an_init_that_never_returns() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manager_replaces_a_worker_left_with_an_init_that_never_returns() {
     use sandbox_core::{EventKind, Manager, SandboxSpec, Status};
     use sandbox_testkit::{test_config, unique_id};
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fixtures::write_plugin(&src, "deadline", &fixtures::stuck_plugin("none")).unwrap();
+    let manager = Manager::builder(test_config(dir.path()))
+        .isolator(sandbox_isolate::Process::new(support::worker()))
         .build()
         .unwrap();
-    tokio.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        fixtures::write_plugin(&src, "deadline", &fixtures::stuck_plugin("none")).unwrap();
-        let manager = Manager::builder(test_config(dir.path()))
-            .isolator(sandbox_isolate::Process::new(support::worker()))
-            .build()
-            .unwrap();
-        let mut events = manager.subscribe();
-        let id = unique_id("hang");
-        let mut spec = SandboxSpec::new(&src)
-            .isolation(sandbox_core::isolate::IsolationKind::PROCESS)
-            .profile(sandbox_core::security::Profile::Trusted);
-        spec.limits.lifecycle_timeout = Some(LIFECYCLE);
-        manager.create(id.clone(), spec).await.unwrap();
-        let add = |n: i64| {
-            let manager = manager.clone();
-            let id = id.clone();
-            async move {
-                manager
-                    .call_json(id.as_str(), "m", &serde_json::json!({ "add": n }))
-                    .await
-                    .unwrap()["value"]
-                    .as_i64()
-                    .unwrap()
-            }
-        };
-        assert_eq!(add(5).await, 5);
-        let first = manager.info(id.as_str()).unwrap().pid;
-        fixtures::write_plugin(&src, "deadline", &fixtures::stuck_plugin("init")).unwrap();
-        let err = manager.hot_reload(id.as_str()).await.unwrap_err();
-        assert_eq!(err.kind(), "timeout", "{err}");
-        // Replaced before the reload answered.
-        let mut seen = Vec::new();
-        while let Ok(event) = events.try_recv() {
-            seen.push(event.kind);
+    let mut events = manager.subscribe();
+    let id = unique_id("hang");
+    let mut spec = SandboxSpec::new(&src)
+        .isolation(sandbox_core::isolate::IsolationKind::PROCESS)
+        .profile(sandbox_core::security::Profile::Trusted);
+    spec.limits.lifecycle_timeout = Some(LIFECYCLE);
+    manager.create(id.clone(), spec).await.unwrap();
+    let add = |n: i64| {
+        let manager = manager.clone();
+        let id = id.clone();
+        async move {
+            manager
+                .call_json(id.as_str(), "m", &serde_json::json!({ "add": n }))
+                .await
+                .unwrap()["value"]
+                .as_i64()
+                .unwrap()
         }
-        assert!(
-            seen.iter().any(|k| matches!(k, EventKind::Recycled { .. })),
-            "{seen:?}"
-        );
-        let info = manager.info(id.as_str()).unwrap();
-        assert_ne!(info.pid, first);
-        assert_eq!(info.status, Status::Running);
-        assert_eq!(info.modules[0].version, 1);
-        assert!(
-            support::gone(first),
-            "the worker with the abandoned init lives on"
-        );
-        assert_eq!(add(1).await, 6);
-        manager.shutdown().await;
-    });
+    };
+    assert_eq!(add(5).await, 5);
+    let first = manager.info(id.as_str()).unwrap().pid;
+    fixtures::write_plugin(&src, "deadline", &fixtures::stuck_plugin("init")).unwrap();
+    let err = manager.hot_reload(id.as_str()).await.unwrap_err();
+    assert_eq!(err.kind(), "timeout", "{err}");
+    // Replaced before the reload answered.
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event.kind);
+    }
+    assert!(
+        seen.iter().any(|k| matches!(k, EventKind::Recycled { .. })),
+        "{seen:?}"
+    );
+    let info = manager.info(id.as_str()).unwrap();
+    assert_ne!(info.pid, first);
+    assert_eq!(info.status, Status::Running);
+    assert_eq!(info.modules[0].version, 1);
+    assert!(
+        support::gone(first),
+        "the worker with the abandoned init lives on"
+    );
+    assert_eq!(add(1).await, 6);
+    manager.shutdown().await;
 }

@@ -170,76 +170,70 @@ export_plugin!(Hog);
 /// Through the `Manager`: a worker past 80 % of its address-space limit is
 /// reported (`limit_exceeded`, resource `address space`) and recycled
 /// before it runs out, its live state carried to the new worker.
-#[test]
-fn a_worker_near_its_address_space_limit_is_reported_and_recycled() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_near_its_address_space_limit_is_reported_and_recycled() {
     use sandbox_core::{Config, EventKind, Manager, SandboxSpec};
     use sandbox_testkit::{await_event, test_config, unique_id};
     use std::time::Duration;
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("hog");
+    fixtures::write_plugin(&src, "hog", RESERVE).unwrap();
+    let config = Config {
+        checkpoint_interval: Some(Duration::from_millis(200)),
+        ..test_config(dir.path())
+    };
+    let manager = Manager::builder(config)
+        .isolator(sandbox_isolate::Process::new(support::worker()))
         .build()
         .unwrap();
-    tokio.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("hog");
-        fixtures::write_plugin(&src, "hog", RESERVE).unwrap();
-        let config = Config {
-            checkpoint_interval: Some(Duration::from_millis(200)),
-            ..test_config(dir.path())
-        };
-        let manager = Manager::builder(config)
-            .isolator(sandbox_isolate::Process::new(support::worker()))
-            .build()
-            .unwrap();
-        let mut events = manager.subscribe();
-        let id = unique_id("hog");
-        // Trusted source, to build in the shared target dir; still a worker,
-        // with the default 512 MiB limit.
-        let spec = SandboxSpec::new(&src)
-            .isolation(sandbox_core::isolate::IsolationKind::PROCESS)
-            .profile(sandbox_core::security::Profile::Trusted);
-        assert_eq!(spec.limits.address_space_bytes, Some(512 << 20));
-        manager.create(id.clone(), spec).await.unwrap();
-        let first = manager.info(id.as_str()).unwrap().pid;
-        let reply = manager
-            .call_json(id.as_str(), "hog", &serde_json::json!({"reserve": 400}))
-            .await
-            .unwrap();
-        assert_eq!(reply["reserved"], 400);
-        assert!(vm_size_mib(first) > 410, "{} MiB", vm_size_mib(first));
-        let deadline = Duration::from_secs(60);
-        let near = await_event(&mut events, "limit_exceeded", deadline, |e| {
-            matches!(
-                &e.kind,
-                EventKind::LimitExceeded {
-                    resource: Limit::AddressSpace,
-                    ..
-                }
-            )
-        })
+    let mut events = manager.subscribe();
+    let id = unique_id("hog");
+    // Trusted source, to build in the shared target dir; still a worker,
+    // with the default 512 MiB limit.
+    let spec = SandboxSpec::new(&src)
+        .isolation(sandbox_core::isolate::IsolationKind::PROCESS)
+        .profile(sandbox_core::security::Profile::Trusted);
+    assert_eq!(spec.limits.address_space_bytes, Some(512 << 20));
+    manager.create(id.clone(), spec).await.unwrap();
+    let first = manager.info(id.as_str()).unwrap().pid;
+    let reply = manager
+        .call_json(id.as_str(), "hog", &serde_json::json!({"reserve": 400}))
         .await
         .unwrap();
-        let EventKind::LimitExceeded { value, limit, .. } = near.kind else {
-            unreachable!()
-        };
-        assert!(value > 0.8 * limit, "{value} of {limit}");
-        await_event(&mut events, "recycled", deadline, |e| {
-            matches!(e.kind, EventKind::Recycled { .. })
-        })
+    assert_eq!(reply["reserved"], 400);
+    assert!(vm_size_mib(first) > 410, "{} MiB", vm_size_mib(first));
+    let deadline = Duration::from_secs(60);
+    let near = await_event(&mut events, "limit_exceeded", deadline, |e| {
+        matches!(
+            &e.kind,
+            EventKind::LimitExceeded {
+                resource: Limit::AddressSpace,
+                ..
+            }
+        )
+    })
+    .await
+    .unwrap();
+    let EventKind::LimitExceeded { value, limit, .. } = near.kind else {
+        unreachable!()
+    };
+    assert!(value > 0.8 * limit, "{value} of {limit}");
+    await_event(&mut events, "recycled", deadline, |e| {
+        matches!(e.kind, EventKind::Recycled { .. })
+    })
+    .await
+    .unwrap();
+    let second = manager.info(id.as_str()).unwrap().pid;
+    assert_ne!(first, second);
+    assert!(vm_size_mib(second) < 410, "{} MiB", vm_size_mib(second));
+    // The live state came along.
+    let reply = manager
+        .call_json(id.as_str(), "hog", &serde_json::json!({"reserve": 0}))
         .await
         .unwrap();
-        let second = manager.info(id.as_str()).unwrap().pid;
-        assert_ne!(first, second);
-        assert!(vm_size_mib(second) < 410, "{} MiB", vm_size_mib(second));
-        // The live state came along.
-        let reply = manager
-            .call_json(id.as_str(), "hog", &serde_json::json!({"reserve": 0}))
-            .await
-            .unwrap();
-        assert_eq!(reply["reserved"], 400);
-        manager.shutdown().await;
-    });
+    assert_eq!(reply["reserved"], 400);
+    manager.shutdown().await;
 }
 
 /// A module `leak` that opens its work folder until it has no descriptor
@@ -292,63 +286,57 @@ fn a_load_that_finds_no_descriptor_left_is_a_resource_error_said_once() {
 /// Through the `Manager`, on the default limits: 10,000 calls from 20
 /// concurrent callers, then a hot reload of the counter succeeds and the
 /// total is exact.
-#[test]
-fn a_hot_reload_after_ten_thousand_concurrent_calls_succeeds_on_the_default_limits() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_reload_after_ten_thousand_concurrent_calls_succeeds_on_the_default_limits() {
     use sandbox_core::{Manager, SandboxSpec};
     use sandbox_testkit::{test_config, unique_id};
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter");
+    fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &src).unwrap();
+    let manager = Manager::builder(test_config(dir.path()))
+        .isolator(sandbox_isolate::Process::new(support::worker()))
         .build()
         .unwrap();
-    tokio.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("counter");
-        fixtures::copy_crate(&sandbox_testkit::example_dir("counter"), &src).unwrap();
-        let manager = Manager::builder(test_config(dir.path()))
-            .isolator(sandbox_isolate::Process::new(support::worker()))
-            .build()
-            .unwrap();
-        let id = unique_id("busy");
-        let spec = SandboxSpec::new(&src)
-            .isolation(sandbox_core::isolate::IsolationKind::PROCESS)
-            .profile(sandbox_core::security::Profile::Trusted);
-        assert_eq!(
-            spec.limits,
-            sandbox_core::monitor::ResourceLimits::default()
-        );
-        manager.create(id.clone(), spec).await.unwrap();
-        let mut callers = tokio::task::JoinSet::new();
-        for _ in 0..20 {
-            let (manager, id) = (manager.clone(), id.clone());
-            callers.spawn(async move {
-                for _ in 0..500 {
-                    manager
-                        .call_json(id.as_str(), "counter", &serde_json::json!({"add": 1}))
-                        .await
-                        .unwrap();
-                }
-            });
-        }
-        while let Some(done) = callers.join_next().await {
-            done.unwrap();
-        }
-        let pid = manager.info(id.as_str()).unwrap().pid;
-        let busy = vm_size_mib(pid);
-        assert!(busy < 256, "the worker holds {busy} MiB of address space");
-        let lib = std::fs::read_to_string(src.join("src/lib.rs")).unwrap();
-        std::fs::write(
-            src.join("src/lib.rs"),
-            lib.replacen("checked_add(add)", "checked_add(add * 10)", 1),
-        )
+    let id = unique_id("busy");
+    let spec = SandboxSpec::new(&src)
+        .isolation(sandbox_core::isolate::IsolationKind::PROCESS)
+        .profile(sandbox_core::security::Profile::Trusted);
+    assert_eq!(
+        spec.limits,
+        sandbox_core::monitor::ResourceLimits::default()
+    );
+    manager.create(id.clone(), spec).await.unwrap();
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (manager, id) = (manager.clone(), id.clone());
+        callers.spawn(async move {
+            for _ in 0..500 {
+                manager
+                    .call_json(id.as_str(), "counter", &serde_json::json!({"add": 1}))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = callers.join_next().await {
+        done.unwrap();
+    }
+    let pid = manager.info(id.as_str()).unwrap().pid;
+    let busy = vm_size_mib(pid);
+    assert!(busy < 256, "the worker holds {busy} MiB of address space");
+    let lib = std::fs::read_to_string(src.join("src/lib.rs")).unwrap();
+    std::fs::write(
+        src.join("src/lib.rs"),
+        lib.replacen("checked_add(add)", "checked_add(add * 10)", 1),
+    )
+    .unwrap();
+    let report = manager.hot_reload(id.as_str()).await.unwrap();
+    assert_eq!(report.swapped.len(), 1);
+    let out = manager
+        .call_json(id.as_str(), "counter", &serde_json::json!({"add": 1}))
+        .await
         .unwrap();
-        let report = manager.hot_reload(id.as_str()).await.unwrap();
-        assert_eq!(report.swapped.len(), 1);
-        let out = manager
-            .call_json(id.as_str(), "counter", &serde_json::json!({"add": 1}))
-            .await
-            .unwrap();
-        assert_eq!(out["value"], 10_010);
-        manager.shutdown().await;
-    });
+    assert_eq!(out["value"], 10_010);
+    manager.shutdown().await;
 }
