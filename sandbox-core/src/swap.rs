@@ -157,6 +157,30 @@ impl Manager {
                 return Err(e);
             }
         };
+        // Records of new modules are made before the swap, so nothing can
+        // fail between a committed swap and its records.
+        let fresh: Result<BTreeMap<String, ModuleRecord>> = {
+            let state = sb.state.lock();
+            pending
+                .iter()
+                .filter(|p| !state.modules.contains_key(&p.module))
+                .map(|p| {
+                    let record = ModuleRecord::new(
+                        &p.module,
+                        p.artifact.name.clone(),
+                        self.inner.config.history,
+                    )?;
+                    Ok((p.module.clone(), record))
+                })
+                .collect()
+        };
+        let mut fresh = match fresh {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                self.forget_pending(sb, &pending).await;
+                return Err(e);
+            }
+        };
         let modules: Vec<String> = steps.iter().map(|s| s.module.clone()).collect();
         let rt = sb.runtime();
         let swapped = blocking(move || rt.swap(&steps)).await?;
@@ -184,11 +208,10 @@ impl Manager {
             for p in pending {
                 let record = match state.modules.entry(p.module.clone()) {
                     Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(ModuleRecord::new(
-                        &p.module,
-                        p.artifact.name.clone(),
-                        self.inner.config.history,
-                    )?),
+                    Entry::Vacant(e) => match fresh.remove(&p.module) {
+                        Some(record) => e.insert(record),
+                        None => unreachable!("a record was made for every new module"),
+                    },
                 };
                 record.record(p, now);
             }
