@@ -183,13 +183,10 @@ pub struct Process {
 impl Process {
     /// A process isolator starting workers with `command`, requiring every
     /// jail layer of [`Layers::UNTRUSTED`], with a 16 MiB output cap and no
-    /// disk cap.
+    /// disk cap. Cheap: the kernel's jail support is probed (and missing
+    /// layers are logged) at the first launch, not here — a `Manager` builds
+    /// one of these by default and may never start a worker.
     pub fn new(command: WorkerCommand) -> Self {
-        let support = probe();
-        let missing = Layers::UNTRUSTED.missing(support, false);
-        if !missing.is_empty() {
-            tracing::warn!(%support, missing = %missing.join(", "), "process isolation: this kernel lacks jail layers; workers that require them will not start");
-        }
         Self {
             config: Arc::new(Config {
                 command,
