@@ -43,7 +43,10 @@ type RawEvent = notify::Result<notify::Event>;
 /// - Only files matching the key's [`PathFilter`] count; `target/`, version-control and tool
 ///   folders are not even watched.
 /// - A key's [`ChangeSet`] is sent [`WatchConfig::debounce`] after its last
-///   event, or [`WatchConfig::max_wait`] after its first if events keep coming.
+///   event — [`WatchConfig::settle`] after it when every file in the set was
+///   closed after writing, renamed into place or removed (its writer is
+///   done) — or [`WatchConfig::max_wait`] after its first if events keep
+///   coming.
 /// - Saves by writing in place, by renaming a temp file over the file, and by
 ///   delete-then-create all name the real file.
 /// - A removed or renamed root produces [`WatchEvent::RootRemoved`] and the
@@ -414,8 +417,24 @@ impl State {
 struct Pending {
     id: u64,
     paths: BTreeSet<PathBuf>,
+    /// Paths whose last event may be followed by more writes (created or
+    /// modified, not yet closed): while any is here the set waits the whole
+    /// debounce, otherwise only the settle time.
+    unsettled: BTreeSet<PathBuf>,
     first: Instant,
     last: Instant,
+}
+
+impl Pending {
+    fn new(id: u64, now: Instant) -> Self {
+        Self {
+            id,
+            paths: BTreeSet::new(),
+            unsettled: BTreeSet::new(),
+            first: now,
+            last: now,
+        }
+    }
 }
 
 struct Worker {
@@ -449,7 +468,12 @@ impl Worker {
 
     fn deadline(&self, pending: &Pending) -> Instant {
         let config = &self.shared.config;
-        (pending.last + config.debounce).min(pending.first + config.max_wait)
+        let quiet = if pending.unsettled.is_empty() {
+            config.settle.min(config.debounce)
+        } else {
+            config.debounce
+        };
+        (pending.last + quiet).min(pending.first + config.max_wait)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -509,7 +533,15 @@ impl Worker {
                 EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => index == 0,
                 _ => false,
             };
-            self.apply(&mut state, path, vanished, now, &mut out);
+            // Done with: closed after writing, renamed into place, gone.
+            // Anything else (created, written, touched) may be mid-write.
+            let settled = vanished
+                || matches!(
+                    event.kind,
+                    EventKind::Access(AccessKind::Close(AccessMode::Write))
+                        | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                );
+            self.apply(&mut state, path, vanished, settled, now, &mut out);
         }
         shared.broadcast(out);
     }
@@ -519,6 +551,7 @@ impl Worker {
         state: &mut State,
         path: &Path,
         vanished: bool,
+        settled: bool,
         now: Instant,
         out: &mut Vec<WatchEvent>,
     ) {
@@ -549,21 +582,23 @@ impl Worker {
         match fs::symlink_metadata(path) {
             Ok(metadata) if metadata.is_dir() => {
                 if !state.dirs.contains(path) && state.needs_dir(path) {
+                    // Files found in a new folder may still be being written.
                     for file in state.add_tree(path, out) {
-                        self.record(state, &file, now);
+                        self.record(state, &file, false, now);
                     }
                 }
             }
-            Ok(_) => self.record(state, path, now),
+            Ok(_) => self.record(state, path, settled, now),
             Err(_) => {
                 state.drop_tree(path);
-                self.record(state, path, now);
+                self.record(state, path, true, now);
             }
         }
     }
 
-    /// Adds a changed path to its key's pending set, if relevant.
-    fn record(&mut self, state: &State, path: &Path, now: Instant) {
+    /// Adds a changed path to its key's pending set, if relevant; `settled`
+    /// says whether its writer is done with it (see [`Pending::unsettled`]).
+    fn record(&mut self, state: &State, path: &Path, settled: bool, now: Instant) {
         let Some((key, root)) = state.route(path) else {
             return;
         };
@@ -573,19 +608,17 @@ impl Worker {
         if !relevant {
             return;
         }
-        let pending = self.pending.entry(key.clone()).or_insert_with(|| Pending {
-            id: root.id,
-            paths: BTreeSet::new(),
-            first: now,
-            last: now,
-        });
+        let pending = self
+            .pending
+            .entry(key.clone())
+            .or_insert_with(|| Pending::new(root.id, now));
         if pending.id != root.id {
-            *pending = Pending {
-                id: root.id,
-                paths: BTreeSet::new(),
-                first: now,
-                last: now,
-            };
+            *pending = Pending::new(root.id, now);
+        }
+        if settled {
+            pending.unsettled.remove(path);
+        } else {
+            pending.unsettled.insert(path.to_owned());
         }
         pending.paths.insert(path.to_owned());
         pending.last = now;

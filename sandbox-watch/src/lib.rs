@@ -158,10 +158,18 @@ impl WatchEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchConfig {
     /// Quiet time after the last event of a key before its change set is
-    /// sent (trailing edge). Default 30 ms: editors finish a save within a
-    /// few milliseconds, and the product's save-to-swapped budget is under
-    /// 500 ms including a ~250 ms incremental build.
+    /// sent (trailing edge) while a file of it may still be being written.
+    /// Default 30 ms: editors finish a save within a few milliseconds, and
+    /// the product's save-to-swapped budget is under 500 ms including a
+    /// ~300 ms incremental build.
     pub debounce: Duration,
+    /// Quiet time used instead of `debounce` once every file of a pending
+    /// change set is *settled*: closed after writing, renamed into place or
+    /// removed. A writer that has closed its file is done with it, so the
+    /// wait is only for the other files of the same save (an editor's "save
+    /// all" writes them back to back). Default 8 ms; never longer than
+    /// `debounce`.
+    pub settle: Duration,
     /// Longest a key's changes are held while events keep arriving, counted
     /// from its first event, so a constant stream still produces change sets.
     /// Default 300 ms (10 × `debounce`).
@@ -169,10 +177,12 @@ pub struct WatchConfig {
 }
 
 impl WatchConfig {
-    /// A config with the given debounce and `max_wait` = 10 × `debounce`.
+    /// A config with the given debounce, `settle` = the smaller of the
+    /// default 8 ms and `debounce`, and `max_wait` = 10 × `debounce`.
     pub fn with_debounce(debounce: Duration) -> Self {
         Self {
             debounce,
+            settle: debounce.min(Duration::from_millis(8)),
             max_wait: debounce.saturating_mul(10),
         }
     }

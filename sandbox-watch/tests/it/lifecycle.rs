@@ -29,6 +29,7 @@ fn a_constant_stream_still_emits_after_max_wait() -> Result<()> {
     let dir = package()?;
     let config = WatchConfig {
         debounce: Duration::from_millis(100),
+        settle: Duration::from_millis(100),
         max_wait: Duration::from_millis(300),
     };
     let watcher = NotifyWatcher::new(config.clone())?;

@@ -8,4 +8,5 @@ mod keys;
 mod lifecycle;
 mod manual;
 mod root;
+mod settle;
 mod support;

@@ -41,9 +41,18 @@ pub fn write(path: &Path, contents: &str) -> Result<()> {
     fs::write(path, contents).with_context(|| format!("write {}", path.display()))
 }
 
-/// A watcher with `debounce` and one subscriber.
+/// A watcher with `debounce` (settled files too: these tests are about
+/// the debounce; `settle.rs` tests the shorter wait) and one subscriber.
 pub fn watcher_with(debounce: Duration) -> Result<(NotifyWatcher, Receiver<WatchEvent>)> {
-    let watcher = NotifyWatcher::new(WatchConfig::with_debounce(debounce))?;
+    watcher_with_config(WatchConfig {
+        settle: debounce,
+        ..WatchConfig::with_debounce(debounce)
+    })
+}
+
+/// A watcher with `config` and one subscriber.
+pub fn watcher_with_config(config: WatchConfig) -> Result<(NotifyWatcher, Receiver<WatchEvent>)> {
+    let watcher = NotifyWatcher::new(config)?;
     let events = watcher.subscribe();
     Ok((watcher, events))
 }
