@@ -1,9 +1,9 @@
 //! [`CargoCompiler`]: the cargo-backed [`Compiler`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sandbox_jail::spawn::{ChildLimits, ChildSpec};
@@ -14,6 +14,7 @@ use crate::cache::{Cache, Hit, NewArtifact};
 use crate::child::{self, Failure, RunError};
 use crate::hash::{self, read_manifest};
 use crate::messages::{self, BuildMessages, BuiltArtifact};
+use crate::replay::{self, Capture};
 use crate::target_lock::TargetLock;
 use crate::validate::validate_bytes;
 use sandbox_jail::{BuildTree, FsRules, JailConfig};
@@ -44,6 +45,14 @@ const TOOLCHAIN_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 ///   dependencies), the profile and the toolchain (`rustc -vV`). A hit
 ///   returns without starting cargo. Entries live in the cache directory
 ///   (default `<target_dir>/sandbox-compiler/cache`) and survive restarts.
+/// - **Replay** (jailed trees): cargo runs rustc for the tree's own crate
+///   through a recording wrapper. When a later build of a one-crate tree
+///   without a build script finds only that package's files changed (no
+///   manifest, lockfile or dependency), it runs the recorded rustc command
+///   in the same jail instead of cargo — the ~50–60 ms cargo spends
+///   starting and fingerprinting is most of what a watched save waits for
+///   besides rustc ([`BuildOutput::replayed`]). Anything else, or a replay
+///   that cannot finish cleanly, goes through cargo.
 ///
 /// ```no_run
 /// use sandbox_compiler::{BuildRequest, CargoCompiler, Compiler};
@@ -60,7 +69,8 @@ const TOOLCHAIN_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// ```
 #[derive(Debug)]
 pub struct CargoCompiler {
-    cargo: PathBuf,
+    /// The cargo configured with [`CargoCompilerBuilder::cargo`], if any.
+    cargo: Option<PathBuf>,
     rustc: PathBuf,
     target_dir: PathBuf,
     state_dir: PathBuf,
@@ -75,6 +85,9 @@ pub struct CargoCompiler {
     /// working directory and its parents, so running in the tree would obey
     /// the tree's.
     neutral_dir: PathBuf,
+    /// How cargo last compiled each jailed single-crate tree, for
+    /// rebuilds that only the tree's own sources call for (`replay.rs`).
+    captures: Mutex<HashMap<PathBuf, Capture>>,
 }
 
 /// A cargo target directory and the host-only folder beside it that holds
@@ -111,14 +124,20 @@ impl CargoCompilerBuilder {
         self
     }
 
-    /// The cargo program to run. Default: `cargo`, looked up on `PATH`.
+    /// The cargo program to run. Default: the `cargo` of the toolchain
+    /// [`rustc`](Self::rustc) belongs to (`<sysroot>/bin/cargo`), else
+    /// `cargo` looked up on `PATH`.
     pub fn cargo(mut self, program: impl Into<PathBuf>) -> Self {
         self.cargo = Some(program.into());
         self
     }
 
     /// The rustc asked for the toolchain version that is part of the cache
-    /// key. Default: `rustc`, looked up on `PATH`.
+    /// key. Default: `rustc`, looked up on `PATH`. Builds run that
+    /// toolchain's own binaries (`<sysroot>/bin/rustc`, given to cargo as
+    /// `RUSTC`), so they skip rustup's proxies (~10 ms each) and compile with
+    /// exactly the toolchain the cache key names, whatever toolchain
+    /// override the build's folder would pick.
     pub fn rustc(mut self, program: impl Into<PathBuf>) -> Self {
         self.rustc = Some(program.into());
         self
@@ -165,7 +184,7 @@ impl CargoCompilerBuilder {
             .filter(|dir| dir.join("Cargo.toml").is_file())
             .collect();
         Ok(CargoCompiler {
-            cargo: self.cargo.unwrap_or_else(|| PathBuf::from("cargo")),
+            cargo: self.cargo,
             rustc: self.rustc.unwrap_or_else(|| PathBuf::from("rustc")),
             target_dir,
             state_dir,
@@ -174,6 +193,7 @@ impl CargoCompilerBuilder {
             toolchain: OnceLock::new(),
             shared_crates,
             neutral_dir,
+            captures: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -182,11 +202,15 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| Error::io(path, e))
 }
 
-/// What `rustc -vV` said.
+/// What `rustc -vV` and `rustc --print sysroot` said.
 #[derive(Debug)]
 struct Toolchain {
     verbose_version: String,
     host: String,
+    /// The toolchain's own rustc (not a rustup proxy), when it has one.
+    rustc: Option<PathBuf>,
+    /// The toolchain's own cargo, when it has one.
+    cargo: Option<PathBuf>,
 }
 
 impl CargoCompiler {
@@ -306,6 +330,24 @@ impl CargoCompiler {
         }
     }
 
+    /// A cargo child: the configured cargo, else the toolchain's own, with
+    /// `RUSTC` set to the toolchain's own rustc (see
+    /// [`CargoCompilerBuilder::rustc`]). The toolchain is queried before any
+    /// build starts; before that (never, today) the defaults from `PATH`.
+    fn cargo_spec(&self) -> ChildSpec {
+        let toolchain = self.toolchain.get();
+        let cargo = self
+            .cargo
+            .clone()
+            .or_else(|| toolchain.and_then(|t| t.cargo.clone()))
+            .unwrap_or_else(|| PathBuf::from("cargo"));
+        let spec = ChildSpec::new(cargo);
+        match toolchain.and_then(|t| t.rustc.as_ref()) {
+            Some(rustc) => spec.env("RUSTC", rustc),
+            None => spec,
+        }
+    }
+
     fn cargo_command(
         &self,
         request: &BuildRequest,
@@ -314,7 +356,8 @@ impl CargoCompiler {
         subcommand: &str,
         jail: Option<&JailConfig>,
     ) -> ChildSpec {
-        let mut spec = ChildSpec::new(&self.cargo)
+        let mut spec = self
+            .cargo_spec()
             .arg(subcommand)
             .arg("--manifest-path")
             .arg(source.join("Cargo.toml"))
@@ -356,6 +399,11 @@ impl CargoCompiler {
         let mut spec = self
             .cargo_command(request, source, target, "build", jail)
             .args(["--lib", "--message-format=json"]);
+        if jail.is_some() {
+            for (key, value) in replay::prepare(&target.dir)? {
+                spec = spec.env(key, value);
+            }
+        }
         if read_manifest(&source.join("Cargo.toml")).is_some_and(|m| m.contains_key("workspace")) {
             spec = spec.arg("--workspace");
         }
@@ -388,7 +436,8 @@ impl CargoCompiler {
     /// tree's configuration or toolchain override (admission refuses those
     /// anyway): it reads only the manifests and the lockfile.
     fn cargo_fetch(&self, request: &BuildRequest, source: &Path, deadline: Instant) -> Result<()> {
-        let mut spec = ChildSpec::new(&self.cargo)
+        let mut spec = self
+            .cargo_spec()
             .args(["fetch", "--manifest-path"])
             .arg(source.join("Cargo.toml"))
             .current_dir(&self.neutral_dir)
@@ -672,11 +721,62 @@ impl CargoCompiler {
         Ok(out)
     }
 
+    /// Rebuilds jailed tree `source` by replaying cargo's last rustc
+    /// command, when that is all the change calls for (see `replay.rs`);
+    /// `None` means cargo must build it.
+    fn replay(
+        &self,
+        request: &BuildRequest,
+        source: &Path,
+        now: &hash::TreeDigest,
+        target: &TargetDir,
+        deadline: Instant,
+        jail: &JailConfig,
+    ) -> Result<Option<(Vec<BuiltArtifact>, Vec<Diagnostic>)>> {
+        let Some(capture) = self.capture_of(source).filter(|c| c.covers(now)) else {
+            return Ok(None);
+        };
+        let Some(rustc) = self.toolchain()?.rustc.as_ref() else {
+            return Ok(None);
+        };
+        let replayed = capture.run(
+            rustc,
+            source,
+            &target.dir,
+            jail,
+            Self::limits(request),
+            deadline,
+        );
+        if let Err(Error::Compile { .. }) = &replayed {
+            // The same sources would fail under cargo; the capture stays
+            // valid for the fix.
+            tracing::debug!("replayed rustc reported compile errors");
+        }
+        Ok(replayed?.map(|(artifact, diagnostics)| {
+            tracing::debug!("rebuilt by replaying rustc (no cargo)");
+            (vec![artifact], diagnostics)
+        }))
+    }
+
+    fn capture_of(&self, source: &Path) -> Option<Capture> {
+        let captures = self.captures.lock().unwrap_or_else(|e| e.into_inner());
+        captures.get(source).cloned()
+    }
+
+    fn remember(&self, source: &Path, capture: Option<Capture>) {
+        let mut captures = self.captures.lock().unwrap_or_else(|e| e.into_inner());
+        match capture {
+            Some(capture) => captures.insert(source.to_owned(), capture),
+            None => captures.remove(source),
+        };
+    }
+
     fn hit(hit: Hit, started: Instant) -> BuildOutput {
         BuildOutput {
             artifacts: hit.artifacts,
             warnings: hit.warnings,
             cached: true,
+            replayed: false,
             source_hash: hit.source_hash,
             duration: started.elapsed(),
         }
@@ -728,20 +828,42 @@ impl Compiler for CargoCompiler {
         } else {
             None
         };
-        let (cdylibs, diagnostics) =
-            self.build_locked(request, &source, &target, &lock, deadline, jail.as_ref())?;
+        let replayed = match &jail {
+            Some(jail) => self.replay(request, &source, &before, &target, deadline, jail)?,
+            None => None,
+        };
+        let replay_used = replayed.is_some();
+        let (cdylibs, diagnostics) = match replayed {
+            Some(built) => built,
+            None => self.build_locked(request, &source, &target, &lock, deadline, jail.as_ref())?,
+        };
         if cdylibs.is_empty() {
             return Err(Error::NoPluginModules {
                 path: request.source.clone(),
             });
         }
         let artifacts = Self::collect(&cdylibs)?;
+        let capture = match (&jail, replay_used) {
+            (None, _) => None,
+            (Some(_), true) => self.capture_of(&source),
+            (Some(_), false) => Capture::read(&target.dir, before.clone()),
+        };
         drop(lock);
 
         // Cargo writes `Cargo.lock` during a build; anything else that
         // changed means the tree was edited meanwhile, and the result must
         // not be found under either hash.
         let after = hash::digest(&source)?;
+        // The next replay starts from the tree this build compiled: the
+        // one hashed, with the lockfile cargo may have written.
+        let compiled = after == before || before.same_except_lockfile(&after);
+        self.remember(
+            &source,
+            capture.filter(|_| compiled).map(|mut capture| {
+                capture.digest = after.clone();
+                capture
+            }),
+        );
         let (store_key, source_hash) = if after == before {
             (key, source_hash)
         } else if before.same_except_lockfile(&after) {
@@ -781,6 +903,7 @@ impl Compiler for CargoCompiler {
             artifacts,
             warnings,
             cached: false,
+            replayed: replay_used,
             source_hash,
             duration,
         })
@@ -795,6 +918,7 @@ impl Compiler for CargoCompiler {
             }
         }
         for form in forms {
+            self.remember(&form, None);
             self.cache.forget(&form)?;
             let key = hex::encode(Sha256::digest(form.as_os_str().as_encoded_bytes()));
             Self::drop_tree(&self.state_dir.join("trees").join(&key[..24]), true)?;
@@ -860,10 +984,32 @@ fn query_toolchain(rustc: &Path) -> Result<Toolchain> {
         .find_map(|l| l.strip_prefix("host:"))
         .map(|h| h.trim().to_owned())
         .ok_or_else(|| error("its `-vV` output has no `host:` line".to_owned()))?;
+    let own = |name: &str| {
+        sysroot(rustc)
+            .map(|root| root.join("bin").join(name))
+            .filter(|path| path.is_file())
+    };
     Ok(Toolchain {
         verbose_version,
         host,
+        rustc: own("rustc"),
+        cargo: own("cargo"),
     })
+}
+
+/// `rustc --print sysroot`, when it answers (a rustc that does not is
+/// still usable through the configured program).
+fn sysroot(rustc: &Path) -> Option<PathBuf> {
+    let spec = ChildSpec::new(rustc).args(["--print", "sysroot"]);
+    let deadline = Instant::now() + TOOLCHAIN_QUERY_TIMEOUT;
+    let finished = child::run(&spec, deadline, |stdout| {
+        let mut text = String::new();
+        let _ = stdout.take(64 * 1024).read_to_string(&mut text);
+        text
+    })
+    .ok()?;
+    let root = finished.stdout.trim();
+    (finished.status.success() && !root.is_empty()).then(|| PathBuf::from(root))
 }
 
 /// The cargo package name of an artifact: from its manifest, or failing

@@ -62,6 +62,47 @@ impl TreeDigest {
     }
 
     /// The folders and manifests a build of the tree reads.
+    /// Whether `self` differs from `before` only in files of the root
+    /// package itself: the tree holds one manifest in both (the root's: no
+    /// member, no path dependency inside the tree), and no changed file is
+    /// that manifest, the lockfile, `build.rs`, or a file of a path
+    /// dependency outside the tree or of an enclosing workspace.
+    pub fn only_package_files_changed_since(&self, before: &TreeDigest) -> bool {
+        let one_manifest = |d: &TreeDigest| {
+            d.entries
+                .keys()
+                .filter_map(|k| k.strip_prefix("src:"))
+                .filter(|rel| *rel == "Cargo.toml" || rel.ends_with("/Cargo.toml"))
+                .eq(["Cargo.toml"])
+        };
+        if !one_manifest(self) || !one_manifest(before) {
+            return false;
+        }
+        let own = |key: &str| {
+            key.strip_prefix("src:")
+                .is_some_and(|rel| !matches!(rel, "Cargo.toml" | "Cargo.lock" | "build.rs"))
+        };
+        let changed = |a: &TreeDigest, b: &TreeDigest| {
+            a.entries
+                .iter()
+                .filter(|(k, v)| b.entries.get(*k) != Some(v))
+                .all(|(k, _)| own(k))
+        };
+        changed(self, before) && changed(before, self)
+    }
+
+    /// A digest of the given entries (each digest filled with one byte).
+    #[cfg(test)]
+    pub fn for_tests(entries: &[(&str, u8)]) -> Self {
+        Self {
+            entries: entries
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), [*v; 32]))
+                .collect(),
+            roots: Vec::new(),
+        }
+    }
+
     pub fn roots(&self) -> &[PathBuf] {
         &self.roots
     }

@@ -50,6 +50,7 @@ mod child;
 mod error;
 mod hash;
 mod messages;
+mod replay;
 mod target_lock;
 mod validate;
 
@@ -105,7 +106,7 @@ pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 ///             .cloned()
 ///             .ok_or_else(|| Error::NoPluginModules { path: request.source.clone() })?;
 ///         let source_hash = artifacts.first().map(|a| a.source_hash.clone()).unwrap_or_default();
-///         Ok(BuildOutput { artifacts, warnings: Vec::new(), cached: true, source_hash, duration: started.elapsed() })
+///         Ok(BuildOutput { artifacts, warnings: Vec::new(), cached: true, replayed: false, source_hash, duration: started.elapsed() })
 ///     }
 ///
 ///     fn forget(&self, source: &Path) -> Result<()> {
@@ -330,6 +331,10 @@ pub struct BuildOutput {
     pub warnings: Vec<Diagnostic>,
     /// Whether the result came from the cache without starting cargo.
     pub cached: bool,
+    /// Whether rustc ran without cargo: a jailed rebuild of a one-crate
+    /// tree whose own sources alone changed replays the rustc command
+    /// cargo ran last (see [`CargoCompiler`]).
+    pub replayed: bool,
     /// sha256 (lowercase hex) of the source tree, including the trees of its
     /// `path` dependencies.
     pub source_hash: String,

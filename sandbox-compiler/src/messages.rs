@@ -11,7 +11,7 @@ use crate::{Diagnostic, Level};
 
 /// At most this many diagnostics are kept from one build; a proc macro that
 /// spews millions of warnings must not exhaust the host's memory.
-const MAX_DIAGNOSTICS: usize = 2_000;
+pub(crate) const MAX_DIAGNOSTICS: usize = 2_000;
 
 /// What a build said on stdout, reduced to what the compiler needs.
 #[derive(Debug, Default)]
@@ -108,7 +108,7 @@ pub(crate) fn parse_line(line: &[u8], root: &Path, out: &mut BuildMessages) {
 /// rustc's closing summaries ("2 warnings emitted", "aborting due to ...",
 /// "For more information about this error ...") repeat what the real
 /// diagnostics say.
-fn is_summary(d: &RustcDiagnostic) -> bool {
+pub(crate) fn is_summary(d: &RustcDiagnostic) -> bool {
     if !d.spans.is_empty() {
         return false;
     }
@@ -119,7 +119,7 @@ fn is_summary(d: &RustcDiagnostic) -> bool {
             && (m.ends_with("warning emitted") || m.ends_with("warnings emitted")))
 }
 
-fn to_diagnostic(d: RustcDiagnostic, package_file: &Path, root: &Path) -> Diagnostic {
+pub(crate) fn to_diagnostic(d: RustcDiagnostic, package_file: &Path, root: &Path) -> Diagnostic {
     let span = d
         .spans
         .iter()

@@ -10,6 +10,7 @@ mod cache;
 mod collision;
 mod errors;
 mod jail;
+mod replay;
 mod success;
 mod timeout;
 mod trust;
