@@ -45,14 +45,14 @@ const TOOLCHAIN_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 ///   dependencies), the profile and the toolchain (`rustc -vV`). A hit
 ///   returns without starting cargo. Entries live in the cache directory
 ///   (default `<target_dir>/sandbox-compiler/cache`) and survive restarts.
-/// - **Replay** (jailed trees): cargo runs rustc for the tree's own crate
-///   through a recording wrapper. When a later build of a one-crate tree
-///   without a build script finds only that package's files changed (no
-///   manifest, lockfile or dependency), it runs the recorded rustc command
-///   in the same jail instead of cargo — the ~50–60 ms cargo spends
-///   starting and fingerprinting is most of what a watched save waits for
-///   besides rustc ([`BuildOutput::replayed`]). Anything else, or a replay
-///   that cannot finish cleanly, goes through cargo.
+/// - **Replay**: cargo runs rustc for the tree's own crate through a
+///   recording wrapper. When a later build of a one-crate tree without a
+///   build script finds only that package's files changed (no manifest,
+///   lockfile or dependency), it runs the recorded rustc command (in the
+///   same jail, for an untrusted tree) instead of cargo — the ~50–60 ms
+///   cargo spends starting and fingerprinting is most of what a watched
+///   save waits for besides rustc ([`BuildOutput::replayed`]). Anything
+///   else, or a replay that cannot finish cleanly, goes through cargo.
 ///
 /// ```no_run
 /// use sandbox_compiler::{BuildRequest, CargoCompiler, Compiler};
@@ -85,8 +85,8 @@ pub struct CargoCompiler {
     /// working directory and its parents, so running in the tree would obey
     /// the tree's.
     neutral_dir: PathBuf,
-    /// How cargo last compiled each jailed single-crate tree, for
-    /// rebuilds that only the tree's own sources call for (`replay.rs`).
+    /// How cargo last compiled each single-crate tree, for rebuilds that
+    /// only the tree's own sources call for (`replay.rs`).
     captures: Mutex<HashMap<PathBuf, Capture>>,
 }
 
@@ -399,10 +399,8 @@ impl CargoCompiler {
         let mut spec = self
             .cargo_command(request, source, target, "build", jail)
             .args(["--lib", "--message-format=json"]);
-        if jail.is_some() {
-            for (key, value) in replay::prepare(&target.dir)? {
-                spec = spec.env(key, value);
-            }
+        for (key, value) in replay::prepare(&target.dir)? {
+            spec = spec.env(key, value);
         }
         if read_manifest(&source.join("Cargo.toml")).is_some_and(|m| m.contains_key("workspace")) {
             spec = spec.arg("--workspace");
@@ -721,21 +719,18 @@ impl CargoCompiler {
         Ok(out)
     }
 
-    /// Rebuilds jailed tree `source` by replaying cargo's last rustc
-    /// command, when that is all the change calls for (see `replay.rs`);
-    /// `None` means cargo must build it.
+    /// Rebuilds tree `source` by replaying `capture`, cargo's last rustc
+    /// command for it (the caller checked it covers the change; see
+    /// `replay.rs`); `None` means cargo must build it.
     fn replay(
         &self,
         request: &BuildRequest,
         source: &Path,
-        now: &hash::TreeDigest,
+        capture: &Capture,
         target: &TargetDir,
         deadline: Instant,
-        jail: &JailConfig,
+        jail: Option<&JailConfig>,
     ) -> Result<Option<(Vec<BuiltArtifact>, Vec<Diagnostic>)>> {
-        let Some(capture) = self.capture_of(source).filter(|c| c.covers(now)) else {
-            return Ok(None);
-        };
         let Some(rustc) = self.toolchain()?.rustc.as_ref() else {
             return Ok(None);
         };
@@ -752,10 +747,35 @@ impl CargoCompiler {
             // valid for the fix.
             tracing::debug!("replayed rustc reported compile errors");
         }
-        Ok(replayed?.map(|(artifact, diagnostics)| {
-            tracing::debug!("rebuilt by replaying rustc (no cargo)");
-            (vec![artifact], diagnostics)
-        }))
+        let Some((artifact, diagnostics)) = replayed? else {
+            return Ok(None);
+        };
+        tracing::debug!("rebuilt by replaying rustc (no cargo)");
+        Ok(Some((vec![artifact], diagnostics)))
+    }
+
+    /// Records a replayed library in the shared target dir as `source`'s,
+    /// as `build_locked` records cargo's outputs: the library (`deps/`) and
+    /// the copy cargo names (one folder up, a hard link that may now hold
+    /// it too), so another tree's cargo finding them fresh rebuilds them.
+    fn claim(&self, target: &TargetDir, lock: &TargetLock, built: &[BuiltArtifact]) -> Result<()> {
+        if target.dir != self.target_dir {
+            return Ok(()); // a tree's own dir: nobody else builds there
+        }
+        let mut owners = lock.owners();
+        for artifact in built {
+            for file in &artifact.files {
+                let uplifted = file
+                    .parent()
+                    .and_then(Path::parent)
+                    .zip(file.file_name())
+                    .map(|(dir, name)| dir.join(name));
+                for file in std::iter::once(file.clone()).chain(uplifted) {
+                    owners.set(file, artifact.manifest_path.clone());
+                }
+            }
+        }
+        lock.save_owners(&owners)
     }
 
     fn capture_of(&self, source: &Path) -> Option<Capture> {
@@ -828,13 +848,18 @@ impl Compiler for CargoCompiler {
         } else {
             None
         };
-        let replayed = match &jail {
-            Some(jail) => self.replay(request, &source, &before, &target, deadline, jail)?,
+        let replayed = match self.capture_of(&source).filter(|c| c.covers(&before)) {
+            Some(capture) => {
+                self.replay(request, &source, &capture, &target, deadline, jail.as_ref())?
+            }
             None => None,
         };
         let replay_used = replayed.is_some();
         let (cdylibs, diagnostics) = match replayed {
-            Some(built) => built,
+            Some(built) => {
+                self.claim(&target, &lock, &built.0)?;
+                built
+            }
             None => self.build_locked(request, &source, &target, &lock, deadline, jail.as_ref())?,
         };
         if cdylibs.is_empty() {
@@ -843,10 +868,10 @@ impl Compiler for CargoCompiler {
             });
         }
         let artifacts = Self::collect(&cdylibs)?;
-        let capture = match (&jail, replay_used) {
-            (None, _) => None,
-            (Some(_), true) => self.capture_of(&source),
-            (Some(_), false) => Capture::read(&target.dir, before.clone()),
+        let capture = if replay_used {
+            self.capture_of(&source)
+        } else {
+            Capture::read(&target.dir, before.clone())
         };
         drop(lock);
 

@@ -331,9 +331,9 @@ pub struct BuildOutput {
     pub warnings: Vec<Diagnostic>,
     /// Whether the result came from the cache without starting cargo.
     pub cached: bool,
-    /// Whether rustc ran without cargo: a jailed rebuild of a one-crate
-    /// tree whose own sources alone changed replays the rustc command
-    /// cargo ran last (see [`CargoCompiler`]).
+    /// Whether rustc ran without cargo: a rebuild of a one-crate tree whose
+    /// own sources alone changed replays the rustc command cargo ran last
+    /// (see [`CargoCompiler`]).
     pub replayed: bool,
     /// sha256 (lowercase hex) of the source tree, including the trees of its
     /// `path` dependencies.

@@ -1,15 +1,15 @@
-//! The fast path of a jailed rebuild: when only a single-package tree's own
+//! The fast path of a rebuild: when only a single-package tree's own
 //! sources changed since cargo last compiled it, run the rustc command cargo
-//! ran then, in the same jail, and skip cargo's start-up and bookkeeping
-//! (~50–60 ms of a ~350 ms incremental rebuild; what a watched save waits
-//! for).
+//! ran then — in the same jail, for untrusted trees — and skip cargo's
+//! start-up and bookkeeping (~50–60 ms of a ~350 ms incremental rebuild;
+//! what a watched save waits for).
 //!
-//! How the command is learned: jailed cargo builds run with a
-//! `RUSTC_WORKSPACE_WRAPPER` — a shell script written into the tree's
-//! target dir — that records the working directory, rustc's arguments and
-//! the environment of each of the tree's own crates cargo compiles, then
-//! execs rustc. A capture is kept only when cargo compiled exactly one crate
-//! of the tree and it has no build script (`OUT_DIR` unset).
+//! How the command is learned: cargo builds run with a
+//! `RUSTC_WORKSPACE_WRAPPER` — a shell script written into the target dir —
+//! that records the working directory, rustc's arguments and the
+//! environment of each of the tree's own crates cargo compiles, then execs
+//! rustc. A capture is kept only when cargo compiled exactly one crate of
+//! the tree and it has no build script (`OUT_DIR` unset).
 //!
 //! When it is used ([`Capture::covers`]): the tree has one manifest, and
 //! nothing but the package's own files changed — no manifest, lockfile,
@@ -18,14 +18,16 @@
 //! output truncated, no library produced); a replay that fails with compile
 //! errors reports them as cargo would.
 //!
-//! Trust: the capture lives where the jailed build can write, so it is
-//! untrusted input. It is read with size caps, only `CARGO*` variables are
-//! taken from it, the program run is always the toolchain's rustc (never the
-//! recorded one), it runs in the same jail as the build, and the library it
-//! produces must lie in the tree's target dir — a tampered capture can do
-//! nothing a build script of the tree cannot. After a replay cargo's
-//! fingerprint of the package is stale, so cargo's next build of the tree
-//! compiles it again; nothing else depends on it.
+//! Trust: for an untrusted tree the capture lives where its jailed build
+//! can write, so it is untrusted input. It is read with size caps, only
+//! `CARGO*` variables are taken from it, the program run is always the
+//! toolchain's rustc (never the recorded one), it runs in the same jail as
+//! the build, and the library it produces must lie in the tree's target dir
+//! — a tampered capture can do nothing a build script of the tree cannot.
+//! After a replay cargo's fingerprint of the package is stale, so cargo's
+//! next build of the tree compiles it again; in the shared target dir of
+//! trusted trees the replayed library is recorded as the tree's, like
+//! cargo's outputs, so no other tree takes it for its own.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -166,16 +168,19 @@ impl Capture {
         rustc: &Path,
         source: &Path,
         target_dir: &Path,
-        jail: &JailConfig,
+        jail: Option<&JailConfig>,
         limits: ChildLimits,
         deadline: std::time::Instant,
     ) -> Result<Option<(BuiltArtifact, Vec<Diagnostic>)>> {
         let mut spec = ChildSpec::new(rustc)
             .args(&self.args)
             .current_dir(&self.cwd)
-            .env("TMPDIR", target_dir.join("tmp"))
-            .limits(limits)
-            .jail(jail.clone());
+            .limits(limits);
+        if let Some(jail) = jail {
+            spec = spec
+                .jail(jail.clone())
+                .env("TMPDIR", target_dir.join("tmp"));
+        }
         for (key, value) in &self.env {
             spec = spec.env(key, value);
         }
@@ -473,7 +478,7 @@ mod tests {
                 Path::new("rustc"),
                 &source,
                 &target,
-                jail,
+                Some(jail),
                 ChildLimits::default(),
                 std::time::Instant::now() + std::time::Duration::from_secs(120),
             )

@@ -119,7 +119,7 @@ fn a_compile_error_in_a_replayed_build_points_at_the_line_and_the_fix_replays() 
 }
 
 #[test]
-fn a_crate_with_a_build_script_and_a_trusted_build_are_never_replayed() -> Result<()> {
+fn a_crate_with_a_build_script_is_never_replayed() -> Result<()> {
     let (_dir, source) = counter()?;
     std::fs::write(source.join("build.rs"), "fn main() {}\n")?;
     let cache = tempfile::tempdir()?;
@@ -129,12 +129,39 @@ fn a_crate_with_a_build_script_and_a_trusted_build_are_never_replayed() -> Resul
     let output = compiler.build(&request(&source).jailed(true))?;
     assert!(!output.replayed, "a crate with a build script was replayed");
     assert!(holds(&output, "with-a-build-script")?);
+    Ok(())
+}
 
-    let (_dir, trusted) = counter()?;
-    compiler.build(&request(&trusted))?;
-    mark(&trusted, "trusted-edit")?;
-    let output = compiler.build(&request(&trusted))?;
-    assert!(!output.replayed, "a trusted build was replayed");
-    assert!(holds(&output, "trusted-edit")?);
+/// Trusted trees share one target dir, where same-named packages share
+/// file names: a library replayed for one tree must never be what another
+/// tree's cargo build finds fresh.
+#[test]
+fn trusted_trees_with_one_package_name_never_get_each_other_s_replayed_library() -> Result<()> {
+    let (_a_dir, a) = counter()?;
+    let (_b_dir, b) = counter()?;
+    mark(&a, "tree-a-zero")?;
+    mark(&b, "tree-b-zero")?;
+    let cache = tempfile::tempdir()?;
+    let compiler = compiler(cache.path())?;
+    compiler.build(&request(&a))?;
+    compiler.build(&request(&b))?;
+
+    mark(&a, "tree-a-one")?;
+    let output = compiler.build(&request(&a))?;
+    assert!(
+        output.replayed,
+        "a trusted source-only edit went through cargo"
+    );
+    assert!(holds(&output, "tree-a-one")?);
+
+    // A compiler with no cache and no capture: cargo finds B fresh in the
+    // shared dir, whose library files A's replay wrote last.
+    let cold = tempfile::tempdir()?;
+    let output = crate::support::compiler(cold.path())?.build(&request(&b))?;
+    assert!(
+        holds(&output, "tree-b-zero")?,
+        "tree B was built from the wrong source"
+    );
+    assert!(!holds(&output, "tree-a")?, "tree B got tree A's library");
     Ok(())
 }
