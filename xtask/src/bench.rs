@@ -430,8 +430,8 @@ pub const README_ROWS: &[Row] = &[
         )
     },
     row(
-        "file watcher: write → change set (30 ms debounce)",
-        "watch/write_to_change_set_debounce_30ms",
+        "file watcher: write → change set (closed file: 8 ms settle)",
+        "watch/write_to_change_set_default",
         &[Median],
     ),
     row(
