@@ -395,6 +395,26 @@ pub const README_ROWS: &[Row] = &[
         "cold/cold compile",
         &[Median],
     ),
+    row(
+        "build trust: create from a new tree, trusted (admission, cargo)",
+        "build trust/create, new tree (trusted)",
+        &[Median],
+    ),
+    row(
+        "build trust: create from a new tree, jailed (+ seed copy, fetch, jailed cargo)",
+        "build trust/create, new tree (jailed)",
+        &[Median],
+    ),
+    row(
+        "build trust: one-line edit rebuilt, trusted (rustc replayed)",
+        "build trust/reload, one-line edit (trusted)",
+        &[Median],
+    ),
+    row(
+        "build trust: one-line edit rebuilt, jailed (rustc replayed in the jail)",
+        "build trust/reload, one-line edit (jailed)",
+        &[Median],
+    ),
     Row {
         target: below("p99 < 5 ms", P99, 5.0 * MS),
         ..row(
