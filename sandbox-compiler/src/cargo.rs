@@ -85,9 +85,33 @@ pub struct CargoCompiler {
     /// working directory and its parents, so running in the tree would obey
     /// the tree's.
     neutral_dir: PathBuf,
-    /// How cargo last compiled each single-crate tree, for rebuilds that
-    /// only the tree's own sources call for (`replay.rs`).
-    captures: Mutex<HashMap<PathBuf, Capture>>,
+    /// How cargo last compiled each single-crate tree, per kind of build
+    /// ([`CaptureKey`]), for rebuilds that only the tree's own sources call
+    /// for (`replay.rs`).
+    captures: Mutex<HashMap<CaptureKey, Capture>>,
+}
+
+/// Which build of a tree a capture replays: the tree, and what else goes
+/// into the rustc command — jailed or not (another target dir, and a
+/// command recorded in a jail is never run outside one), the profile, the
+/// debug info.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CaptureKey {
+    source: PathBuf,
+    jailed: bool,
+    profile: Profile,
+    debug_info: &'static str,
+}
+
+impl CaptureKey {
+    fn new(source: &Path, request: &BuildRequest) -> Self {
+        Self {
+            source: source.to_owned(),
+            jailed: request.jailed,
+            profile: request.profile,
+            debug_info: request.debug_info.cargo_value().unwrap_or("profile"),
+        }
+    }
 }
 
 /// A cargo target directory and the host-only folder beside it that holds
@@ -778,16 +802,16 @@ impl CargoCompiler {
         lock.save_owners(&owners)
     }
 
-    fn capture_of(&self, source: &Path) -> Option<Capture> {
+    fn capture_of(&self, key: &CaptureKey) -> Option<Capture> {
         let captures = self.captures.lock().unwrap_or_else(|e| e.into_inner());
-        captures.get(source).cloned()
+        captures.get(key).cloned()
     }
 
-    fn remember(&self, source: &Path, capture: Option<Capture>) {
+    fn remember(&self, key: CaptureKey, capture: Option<Capture>) {
         let mut captures = self.captures.lock().unwrap_or_else(|e| e.into_inner());
         match capture {
-            Some(capture) => captures.insert(source.to_owned(), capture),
-            None => captures.remove(source),
+            Some(capture) => captures.insert(key, capture),
+            None => captures.remove(&key),
         };
     }
 
@@ -848,7 +872,8 @@ impl Compiler for CargoCompiler {
         } else {
             None
         };
-        let replayed = match self.capture_of(&source).filter(|c| c.covers(&before)) {
+        let capture_key = CaptureKey::new(&source, request);
+        let replayed = match self.capture_of(&capture_key).filter(|c| c.covers(&before)) {
             Some(capture) => {
                 self.replay(request, &source, &capture, &target, deadline, jail.as_ref())?
             }
@@ -869,7 +894,7 @@ impl Compiler for CargoCompiler {
         }
         let artifacts = Self::collect(&cdylibs)?;
         let capture = if replay_used {
-            self.capture_of(&source)
+            self.capture_of(&capture_key)
         } else {
             Capture::read(&target.dir, before.clone())
         };
@@ -883,7 +908,7 @@ impl Compiler for CargoCompiler {
         // one hashed, with the lockfile cargo may have written.
         let compiled = after == before || before.same_except_lockfile(&after);
         self.remember(
-            &source,
+            capture_key,
             capture.filter(|_| compiled).map(|mut capture| {
                 capture.digest = after.clone();
                 capture
@@ -943,7 +968,10 @@ impl Compiler for CargoCompiler {
             }
         }
         for form in forms {
-            self.remember(&form, None);
+            self.captures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|key, _| key.source != form);
             self.cache.forget(&form)?;
             let key = hex::encode(Sha256::digest(form.as_os_str().as_encoded_bytes()));
             Self::drop_tree(&self.state_dir.join("trees").join(&key[..24]), true)?;
@@ -1123,6 +1151,26 @@ mod tests {
             cdylib: None,
             fresh: false,
         }
+    }
+
+    #[test]
+    fn a_capture_key_tells_jailed_trusted_profiles_and_debug_info_apart() {
+        let source = Path::new("/src/tree");
+        let base = BuildRequest::new(source);
+        let key = |request: &BuildRequest| CaptureKey::new(source, request);
+        let variants = [
+            key(&base.clone().jailed(true)),
+            key(&base.clone().jailed(false)),
+            key(&base.clone().jailed(true).profile(Profile::Release)),
+            key(&base.clone().jailed(true).debug_info(crate::DebugInfo::Full)),
+        ];
+        for (i, a) in variants.iter().enumerate() {
+            for b in &variants[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(key(&base.clone().jailed(true)), variants[0]);
+        assert_ne!(CaptureKey::new(Path::new("/src/other"), &base), key(&base));
     }
 
     #[test]

@@ -165,3 +165,28 @@ fn trusted_trees_with_one_package_name_never_get_each_other_s_replayed_library()
     assert!(!holds(&output, "tree-a")?, "tree B got tree A's library");
     Ok(())
 }
+
+/// A command is replayed only for the kind of build that recorded it: one
+/// recorded in a jail never runs outside it (the profile and debug info are
+/// part of the kind too: `CaptureKey`'s unit test).
+#[test]
+fn a_capture_is_replayed_only_for_the_build_kind_that_recorded_it() -> Result<()> {
+    let (_dir, source) = counter()?;
+    let cache = tempfile::tempdir()?;
+    let compiler = compiler(cache.path())?;
+    compiler.build(&request(&source).jailed(true))?;
+
+    mark(&source, "first-trusted-build")?;
+    let output = compiler.build(&request(&source))?;
+    assert!(
+        !output.replayed,
+        "a command recorded in the jail was replayed trusted"
+    );
+    assert!(holds(&output, "first-trusted-build")?);
+
+    mark(&source, "jailed-again")?;
+    let output = compiler.build(&request(&source).jailed(true))?;
+    assert!(output.replayed);
+    assert!(holds(&output, "jailed-again")?);
+    Ok(())
+}
