@@ -1,7 +1,6 @@
 //! [`CargoCompiler`]: the cargo-backed [`Compiler`].
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1011,19 +1010,14 @@ fn query_toolchain(rustc: &Path) -> Result<Toolchain> {
         reason,
     };
     let spec = ChildSpec::new(rustc).arg("-vV");
-    let deadline = Instant::now() + TOOLCHAIN_QUERY_TIMEOUT;
-    let finished = child::run(&spec, deadline, |stdout| {
-        let mut text = String::new();
-        let _ = stdout.take(64 * 1024).read_to_string(&mut text);
-        text
-    })
-    .map_err(|e| match e {
-        RunError::Run(Failure::TimedOut) => error(format!(
-            "it did not answer within {TOOLCHAIN_QUERY_TIMEOUT:?}"
-        )),
-        RunError::Spawn(e) => error(e.to_string()),
-        RunError::Run(e) => error(e.to_string()),
-    })?;
+    let finished =
+        child::output(&spec, Instant::now() + TOOLCHAIN_QUERY_TIMEOUT).map_err(|e| match e {
+            RunError::Run(Failure::TimedOut) => error(format!(
+                "it did not answer within {TOOLCHAIN_QUERY_TIMEOUT:?}"
+            )),
+            RunError::Spawn(e) => error(e.to_string()),
+            RunError::Run(e) => error(e.to_string()),
+        })?;
     if !finished.status.success() {
         return Err(error(format!(
             "it failed ({}): {}",
@@ -1037,8 +1031,10 @@ fn query_toolchain(rustc: &Path) -> Result<Toolchain> {
         .find_map(|l| l.strip_prefix("host:"))
         .map(|h| h.trim().to_owned())
         .ok_or_else(|| error("its `-vV` output has no `host:` line".to_owned()))?;
+    let sysroot = sysroot(rustc);
     let own = |name: &str| {
-        sysroot(rustc)
+        sysroot
+            .as_ref()
             .map(|root| root.join("bin").join(name))
             .filter(|path| path.is_file())
     };
@@ -1054,13 +1050,7 @@ fn query_toolchain(rustc: &Path) -> Result<Toolchain> {
 /// still usable through the configured program).
 fn sysroot(rustc: &Path) -> Option<PathBuf> {
     let spec = ChildSpec::new(rustc).args(["--print", "sysroot"]);
-    let deadline = Instant::now() + TOOLCHAIN_QUERY_TIMEOUT;
-    let finished = child::run(&spec, deadline, |stdout| {
-        let mut text = String::new();
-        let _ = stdout.take(64 * 1024).read_to_string(&mut text);
-        text
-    })
-    .ok()?;
+    let finished = child::output(&spec, Instant::now() + TOOLCHAIN_QUERY_TIMEOUT).ok()?;
     let root = finished.stdout.trim();
     (finished.status.success() && !root.is_empty()).then(|| PathBuf::from(root))
 }

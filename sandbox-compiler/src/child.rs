@@ -45,6 +45,16 @@ where
         .map_err(RunError::Run)
 }
 
+/// Runs `spec` like [`run`], keeping the tail of its stdout as text (at
+/// most [`STDERR_CAP`] bytes, as of stderr): for children that answer a
+/// question (`rustc -vV`).
+pub(crate) fn output(spec: &ChildSpec, deadline: Instant) -> Result<Finished<String>, RunError> {
+    spawn(spec)
+        .map_err(RunError::Spawn)?
+        .output_to_deadline(deadline, STDERR_CAP)
+        .map_err(RunError::Run)
+}
+
 /// Reads stdout to its end and drops it (cargo's human output goes to
 /// stderr; `fetch` and `clean` print nothing worth keeping on stdout).
 pub(crate) fn discard(mut stdout: ChildStdout) {
