@@ -64,6 +64,16 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// A response's whole body.
+async fn body_of(response: hyper::Response<Incoming>) -> io::Result<Bytes> {
+    Ok(response
+        .into_body()
+        .collect()
+        .await
+        .map_err(other)?
+        .to_bytes())
+}
+
 impl Client {
     /// A client of the service at `addr`, sending `token` as a bearer
     /// token when there is one.
@@ -119,12 +129,7 @@ impl Client {
         let (response, driver) = self.open(method, path, body).await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(other)?
-            .to_bytes();
+        let body = body_of(response).await?;
         driver.abort();
         Ok(Answer {
             status,
@@ -155,12 +160,7 @@ impl Client {
         let (response, driver) = self.open("GET", path, None).await?;
         if response.status() != 200 {
             let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(other)?
-                .to_bytes();
+            let body = body_of(response).await?;
             driver.abort();
             return Err(other(format!(
                 "{path}: {status} {}",
